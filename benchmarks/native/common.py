@@ -1,0 +1,156 @@
+"""Shared helpers for the native (xfbench-free) training loops.
+
+Only argument parsing, thread environment setup, the numpy data/weight generator,
+the timing protocol and JSON output live here.  Nothing here imports a framework,
+so the loop scripts can set thread environment variables before their framework import.
+
+Canonical layouts (TF/JAX style): inputs NHWC, dense kernels (in, out), conv kernels HWIO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+BATCH = 128
+BATCHES_PER_EPOCH = 40
+N_SAMPLES = BATCH * BATCHES_PER_EPOCH
+N_CLASSES = 10
+LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
+
+# name -> shape, in canonical (TF/JAX) layout, in forward order.
+PARAM_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
+    "mlp": {
+        "w1": (784, 256), "b1": (256,),
+        "w2": (256, 256), "b2": (256,),
+        "w3": (256, 10), "b3": (10,),
+    },
+    "cnn": {
+        "c1": (3, 3, 1, 32), "cb1": (32,),
+        "c2": (3, 3, 32, 64), "cb2": (64,),
+        "w": (5 * 5 * 64, 10), "b": (10,),  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5; flattened in HWC order
+    },
+}
+INPUT_SHAPE = {"mlp": (784,), "cnn": (28, 28, 1)}
+
+
+def parse_args(framework: str) -> argparse.Namespace:
+    """Parse the common command line; `--mode` is only meaningful for TF."""
+    p = argparse.ArgumentParser(description=f"native {framework} training loop benchmark")
+    p.add_argument("--workload", choices=("mlp", "cnn"), required=True)
+    p.add_argument("--mode", choices=("graph", "eager"), default="graph")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def set_thread_env(threads: int) -> None:
+    """Set thread env vars; must run before the framework is imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+
+
+def make_params(workload: str, seed: int) -> dict[str, np.ndarray]:
+    """Glorot-uniform kernels and zero biases (float32), canonical layout."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in PARAM_SHAPES[workload].items():
+        if len(shape) == 1:
+            params[name] = np.zeros(shape, np.float32)
+            continue
+        receptive = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        params[name] = rng.uniform(-limit, limit, shape).astype(np.float32)
+    return params
+
+
+def make_data(workload: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic inputs (N, *INPUT_SHAPE) float32 and int32 labels in [0, 10)."""
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((N_SAMPLES, *INPUT_SHAPE[workload]), dtype=np.float32)
+    y = rng.integers(0, N_CLASSES, N_SAMPLES, dtype=np.int32)
+    return x, y
+
+
+def epoch_permutation(seed: int, epoch: int = 0) -> np.ndarray:
+    """Sample order for one epoch (int64 indices into the N samples)."""
+    return np.random.default_rng((seed, epoch)).permutation(N_SAMPLES)
+
+
+def time_steps(
+    step: Callable[[int], Any],
+    sync: Callable[[Any], Any],
+    seconds: float,
+    *,
+    warmup_s: float = 0.3,
+    min_block_s: float = 0.05,
+    min_blocks: int = 10,
+) -> dict[str, Any]:
+    """The shared timing protocol.
+
+    `step(i)` runs training step i (batch i % 40) and returns the loss without syncing;
+    `sync(loss)` blocks until the device has finished it.  One sync per block of K steps.
+    """
+    counter = 0
+
+    def block(k: int) -> float:
+        nonlocal counter
+        t0 = time.perf_counter()
+        loss = None
+        for _ in range(k):
+            loss = step(counter)
+            counter += 1
+        sync(loss)
+        return time.perf_counter() - t0
+
+    first_step_s = block(1)
+
+    # Warm-up (not recorded) doubles as calibration of K: blocks must take >= min_block_s.
+    k, t_warm = 1, time.perf_counter()
+    while True:
+        dt = block(k)
+        if dt < min_block_s:
+            k = min(k * 10, max(k + 1, math.ceil(k * 1.25 * min_block_s / max(dt, 1e-9))))
+        elif time.perf_counter() - t_warm >= warmup_s:
+            break
+
+    per_step_ms: list[float] = []
+    t_start = time.perf_counter()
+    while len(per_step_ms) < min_blocks or time.perf_counter() - t_start < seconds:
+        per_step_ms.append(block(k) / k * 1e3)
+
+    q25, q50, q75 = np.percentile(per_step_ms, [25, 50, 75])
+    return {
+        "step_ms": {"median": float(q50), "iqr": float(q75 - q25), "min": min(per_step_ms), "n": len(per_step_ms)},
+        "first_step_s": first_step_s,
+        "steps_per_block": k,
+    }
+
+
+def emit(framework: str, mode: str, args: argparse.Namespace, timing: dict[str, Any], versions: dict[str, str]) -> None:
+    """Print the single JSON result line (last line of stdout)."""
+    result = {
+        "framework": framework,
+        "mode": mode,
+        "workload": args.workload,
+        "step_ms": {k: round(v, 4) if isinstance(v, float) else v for k, v in timing["step_ms"].items()},
+        "first_step_s": round(timing["first_step_s"], 4),
+        "threads": args.threads,
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
+    }
+    sys.stdout.flush()
+    print(json.dumps(result), flush=True)

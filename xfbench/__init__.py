@@ -1,0 +1,79 @@
+"""xfbench: the same machine-learning task on TensorFlow (graph and eager), PyTorch and JAX, compared fairly.
+
+Importing xfbench imports no framework: each backend runs in its own worker process.
+
+Example:
+    >>> import xfbench
+    >>> result = xfbench.run(tasks="mlp", backends="torch", epochs=1)  # doctest: +SKIP
+    >>> result.cell("mlp", "torch").metrics["accuracy"]  # doctest: +SKIP
+    0.9...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from xfbench.errors import XfbenchError
+
+if TYPE_CHECKING:
+    from xfbench.compare.result import Result
+    from xfbench.compare.timing import TimingOptions
+    from xfbench.tasks import Task
+
+__version__ = "0.1.0"
+
+
+def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequence[str] | None = None,
+        devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
+        timeout: float = 600.0, seeds: int = 1, parity: bool = False, timing: TimingOptions | None = None,
+        progress: Callable[[str], None] | None = None) -> Result:
+    """Train every task on every backend and device; return accuracy, speed and provenance per cell.
+
+    Args:
+        tasks: built-in task names (``"regression,mlp,cnn"``, the default) and/or :class:`xfbench.tasks.Task` objects.
+        backends: any of ``tf-graph``, ``tf-eager``, ``torch``, ``jax`` (default: all four).
+        devices: ``cpu`` (default) and/or ``gpu``.
+        threads: threads (and cores) per framework, the same for all; default: all usable cores.
+        epochs: override every task's epoch count.
+        timeout: seconds allowed per cell before it is killed and marked ``error``.
+        seeds: train each cell with this many seeds (the same for every backend); accuracy becomes mean ± std.
+        parity: also check each backend against the float64 NumPy reference (see ``xfbench parity``).
+        timing: steady-state timing settings (``TimingOptions``).
+        progress: called with one line of text per step of progress (the CLI prints them).
+
+    Returns:
+        A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
+
+    Example:
+        >>> result = xfbench.run(tasks="regression", backends=["torch", "jax"])  # doctest: +SKIP
+        >>> print(xfbench.table(result))  # doctest: +SKIP
+    """
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.result import Result
+    from xfbench.compare.runner import run_plan
+
+    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=timing)
+    if parity:
+        from xfbench.compare.parity import ParityOptions
+
+        plan.parity = ParityOptions().as_dict()
+    cells = run_plan(plan, progress)
+    return Result(cells=cells, config=plan.describe())
+
+
+def table(result: Result, fmt: str = "simple") -> str:
+    """The result as text tables, one per task and device (``fmt`` is a tabulate format, e.g. ``github``)."""
+    from xfbench.reports.table import render
+
+    return render(result, fmt)
+
+
+def load(path: str) -> Result:
+    """Read a result JSON written by ``Result.save`` or ``xfbench run --json``."""
+    from xfbench.compare.result import Result
+
+    return Result.load(path)
+
+
+__all__ = ["XfbenchError", "__version__", "load", "run", "table"]

@@ -1,0 +1,50 @@
+"""The backend registry. Adapters are named in one table and imported lazily on first use.
+
+Rule: importing ``xfbench`` (or this module) imports no framework. A backend's module is imported only by
+:func:`get`, and the framework itself only in ``Backend.setup``, which runs in a worker process.
+
+Example:
+    >>> from xfbench.backends import backend_names
+    >>> backend_names()
+    ['jax', 'tf-eager', 'tf-graph', 'torch']
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import TYPE_CHECKING
+
+from xfbench.errors import unknown_name
+
+if TYPE_CHECKING:
+    from xfbench.backends.base import Backend
+
+# name -> (module:class, constructor keyword arguments)
+BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
+    "tf-graph": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True}),
+    "tf-eager": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": False}),
+    "torch": ("xfbench.backends.torch:TorchBackend", {}),
+    "jax": ("xfbench.backends.jax:JaxBackend", {}),
+}
+DEFAULT_BACKENDS = ("tf-graph", "tf-eager", "torch", "jax")
+
+
+def backend_names() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a registered backend, else raise the one-line error naming the choices."""
+    if name not in BACKENDS:
+        raise unknown_name("backend", name, BACKENDS)
+    return name
+
+
+@functools.cache
+def get(name: str) -> Backend:
+    """The adapter registered as ``name`` (its module imported now, its framework not yet)."""
+    target, kwargs = BACKENDS[check_name(name)]
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**kwargs)

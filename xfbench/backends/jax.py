@@ -1,0 +1,213 @@
+"""JAX adapter: pure functions of a parameter pytree, the whole optimizer step under ``jax.jit``.
+
+The idiom: ``lax.conv_general_dilated`` on NHWC/HWIO (the neutral layout, so weights load as they are),
+``lax.reduce_window`` for pooling, Adam / SGD written with ``jax.tree_util`` (the formulas in
+``xfbench.tasks.spec``), and the step jitted once with the parameter and optimizer buffers donated.
+Thread count: XLA's CPU thread pool follows the process's CPU affinity, which the worker sets.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xfbench.backends import common
+from xfbench.backends.base import Backend, Trainer, Weights
+from xfbench.machine import cpu_name
+from xfbench.tasks.spec import SGD, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Task
+
+if TYPE_CHECKING:
+    import jax
+
+
+def make_forward(task: Task):
+    """``forward(params, x)`` for the task's layers, in JAX."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    activations = {"linear": lambda x: x, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
+    steps = []
+    for index, layer in enumerate(task.layers):
+        prefix = f"{index}.{type(layer).__name__}"
+        if isinstance(layer, Dense):
+            steps.append(lambda p, x, k=prefix: x @ p[f"{k}.kernel"] + p[f"{k}.bias"])
+        elif isinstance(layer, Conv2D):
+            padding = common.conv_padding(task, index)
+            steps.append(lambda p, x, k=prefix, s=layer.strides, pad=padding: lax.conv_general_dilated(
+                x, p[f"{k}.kernel"], s, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")) + p[f"{k}.bias"])
+        elif isinstance(layer, MaxPool2D):
+            steps.append(lambda p, x, w=(1, *layer.pool_size, 1), s=(1, *layer.strides, 1): lax.reduce_window(
+                x, -jnp.inf, lax.max, w, s, "VALID"))
+        elif isinstance(layer, AvgPool2D):
+            size = layer.pool_size[0] * layer.pool_size[1]
+            steps.append(lambda p, x, w=(1, *layer.pool_size, 1), s=(1, *layer.strides, 1), n=size: lax.reduce_window(
+                x, 0.0, lax.add, w, s, "VALID") / n)
+        elif isinstance(layer, Flatten):
+            steps.append(lambda p, x: x.reshape(x.shape[0], -1))
+        activation = common.layer_activation(layer)
+        if activation != "linear":
+            steps.append(lambda p, x, f=activations[activation]: f(x))
+
+    def forward(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        for step in steps:
+            x = step(params, x)
+        return x
+
+    return forward
+
+
+def make_loss(task: Task):
+    import jax
+    import jax.numpy as jnp
+
+    forward = make_forward(task)
+
+    def loss(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
+        out = forward(params, x)
+        if task.loss == "mse":
+            return jnp.mean((out - y) ** 2)
+        if task.loss == "softmax_cross_entropy":
+            logp = jax.nn.log_softmax(out)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+        return jnp.mean(jnp.maximum(out, 0) - out * y + jnp.log1p(jnp.exp(-jnp.abs(out))))
+
+    return forward, loss
+
+
+class JaxTrainer(Trainer):
+    def __init__(self, task: Task, device: jax.Device, weights: Weights) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self._jax = jax
+        self.task = task
+        self.device = device
+        put = lambda value: jax.device_put(value, device)  # noqa: E731
+        self.params = {name: put(value) for name, value in weights.items()}
+        opt = task.optimizer
+        zeros = lambda: {name: put(np.zeros_like(value)) for name, value in weights.items()}  # noqa: E731
+        self.opt_state: Any = (zeros(),) if isinstance(opt, SGD) else (zeros(), zeros(), put(np.float32(0)))
+        forward, loss_fn = make_loss(task)
+        grad_fn = jax.value_and_grad(loss_fn)
+        tree_map = jax.tree_util.tree_map
+
+        def step(params, state, x, y):
+            loss, grads = grad_fn(params, x, y)
+            if isinstance(opt, SGD):
+                (buf,) = state
+                buf = tree_map(lambda b, g: opt.momentum * b + g, buf, grads)
+                return tree_map(lambda p, b: p - opt.learning_rate * b, params, buf), (buf,), loss
+            m, v, t = state
+            t = t + 1
+            m = tree_map(lambda m_, g: opt.beta1 * m_ + (1 - opt.beta1) * g, m, grads)
+            v = tree_map(lambda v_, g: opt.beta2 * v_ + (1 - opt.beta2) * g * g, v, grads)
+            correction1, correction2 = 1 - opt.beta1 ** t, 1 - opt.beta2 ** t
+            params = tree_map(lambda p, m_, v_: p - opt.learning_rate * (m_ / correction1)
+                              / (jnp.sqrt(v_ / correction2) + opt.epsilon), params, m, v)
+            return params, (m, v, t), loss
+
+        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._forward = jax.jit(forward)
+        self._grads = jax.jit(grad_fn)
+        self.x_train = put(task.data.x_train)
+        self.y_train = put(common.as_labels(task, task.data.y_train).astype(
+            np.int32 if task.loss == "softmax_cross_entropy" else np.float32))
+        self.x_batches: list[jax.Array] = []
+        self.y_batches: list[jax.Array] = []
+
+    def set_epoch(self, order: np.ndarray) -> None:
+        index = self._jax.device_put(order.astype(np.int32), self.device)
+        self.x_batches = list(self.x_train[index])
+        self.y_batches = list(self.y_train[index])
+
+    def train_step(self, batch: int) -> Any:
+        self.params, self.opt_state, loss = self._step(
+            self.params, self.opt_state, self.x_batches[batch], self.y_batches[batch])
+        return loss
+
+    def sync(self, value: Any = None) -> None:
+        self._jax.block_until_ready((self.params, self.opt_state, value))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        chunks = [np.asarray(self._forward(self.params, self._jax.device_put(x[start:start + 4096], self.device)))
+                  for start in range(0, len(x), 4096)]
+        return np.concatenate(chunks)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        labels = common.as_labels(self.task, y)
+        if self.task.loss == "softmax_cross_entropy":
+            labels = labels.astype(np.int32)
+        loss, grads = self._grads(self.params, self._jax.device_put(x, self.device),
+                                  self._jax.device_put(labels, self.device))
+        return float(loss), {name: np.asarray(value) for name, value in grads.items()}
+
+    def get_weights(self) -> Weights:
+        return {name: np.asarray(value) for name, value in self.params.items()}
+
+    def compile_count(self) -> int | None:
+        return int(self._step._cache_size())
+
+    def device_peak_mb(self) -> float | None:
+        if self.device.platform == "cpu":
+            return None
+        stats = self.device.memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return None if peak is None else peak / 2**20
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    module = "jax"
+    distribution = "jax"
+    extra = "jax"
+    layout = "NHWC"
+
+    def setup(self, threads: int) -> None:
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")  # full float32 on GPU (no TF32)
+        self._threads = threads
+
+    def versions(self) -> dict[str, str]:
+        import jax
+        import jaxlib
+
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def _device(self, kind: str) -> jax.Device | None:
+        import jax
+
+        try:
+            found = jax.devices("cpu" if kind == "cpu" else "gpu")
+        except RuntimeError:
+            return None
+        return found[0] if found else None
+
+    def devices(self) -> list[dict[str, str]]:
+        found = [{"kind": "cpu", "name": cpu_name()}]
+        gpu = self._device("gpu")
+        if gpu is not None:
+            found.append({"kind": "gpu", "name": str(getattr(gpu, "device_kind", gpu))})
+        return found
+
+    def fingerprint(self, device_kind: str) -> dict[str, Any]:
+        import jax
+
+        return {
+            "dtype": "float32",
+            "layout": self.layout,
+            "matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "threads": f"{self._threads} (XLA CPU pool follows CPU affinity)",
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "deterministic_ops": "XLA CPU is deterministic; GPU default",
+            "jit": "jax.jit, params and optimizer state donated",
+            "optimizer_impl": "hand-written tree_map (spec formula)",
+        }
+
+    def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
+        device = self._device(device_kind)
+        assert device is not None  # unsupported_reason() ran first
+        return JaxTrainer(task, device, weights)

@@ -1,0 +1,218 @@
+"""TensorFlow adapter: one class, two modes. ``graph=True`` runs the step in ``tf.function`` (tf-graph),
+``graph=False`` runs the same step eagerly (tf-eager).
+
+The idiom is raw ``tf.nn`` ops on ``tf.Variable``s (not Keras layers: measured faster in eager mode) in NHWC/HWIO,
+TensorFlow's native layout and the neutral one. The optimizer update is one fused kernel per variable:
+``ResourceApplyMomentum`` (PyTorch's momentum formula) and ``ResourceApplyAdam`` with its epsilon set to
+``epsilon * sqrt(1 - beta2**t)``, which turns TensorFlow's "epsilon hat" Adam into exactly the formula in
+``xfbench.tasks.spec`` (PyTorch's and optax's).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xfbench.backends import common
+from xfbench.backends.base import Backend, Trainer, Weights
+from xfbench.machine import cpu_name
+from xfbench.tasks.spec import SGD, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Task
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+def make_forward(task: Task, variables: dict[str, tf.Variable]):
+    """``forward(x)`` applying the task's layers with raw TensorFlow ops on ``variables``."""
+    import tensorflow as tf
+
+    activations = {"relu": tf.nn.relu, "sigmoid": tf.sigmoid, "tanh": tf.tanh}
+    ops = []
+    for index, layer in enumerate(task.layers):
+        prefix = f"{index}.{type(layer).__name__}"
+        if isinstance(layer, Dense):
+            kernel, bias = variables[f"{prefix}.kernel"], variables[f"{prefix}.bias"]
+            ops.append(lambda x, k=kernel, b=bias: tf.nn.bias_add(tf.matmul(x, k), b))
+        elif isinstance(layer, Conv2D):
+            kernel, bias = variables[f"{prefix}.kernel"], variables[f"{prefix}.bias"]
+            # TensorFlow's own "SAME" rule is the neutral one (extra pixel bottom/right)
+            padding = layer.padding.upper()
+            ops.append(lambda x, k=kernel, b=bias, s=layer.strides, p=padding: tf.nn.bias_add(
+                tf.nn.conv2d(x, k, s, p), b))
+        elif isinstance(layer, MaxPool2D):
+            ops.append(lambda x, w=layer.pool_size, s=layer.strides: tf.nn.max_pool2d(x, w, s, "VALID"))
+        elif isinstance(layer, AvgPool2D):
+            ops.append(lambda x, w=layer.pool_size, s=layer.strides: tf.nn.avg_pool2d(x, w, s, "VALID"))
+        elif isinstance(layer, Flatten):
+            ops.append(lambda x: tf.reshape(x, [tf.shape(x)[0], -1]))
+        activation = common.layer_activation(layer)
+        if activation != "linear":
+            ops.append(activations[activation])
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        for op in ops:
+            x = op(x)
+        return x
+
+    return forward
+
+
+class TensorFlowTrainer(Trainer):
+    def __init__(self, task: Task, device: str, weights: Weights, graph: bool) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self.task = task
+        self.device = device
+        self.graph = graph
+        with tf.device(device):
+            self.variables = {name: tf.Variable(value, name=name.replace(".", "_")) for name, value in weights.items()}
+            self.var_list = list(self.variables.values())
+            self.slots = [[tf.Variable(tf.zeros_like(v)) for v in self.var_list]
+                          for _ in range(1 if isinstance(task.optimizer, SGD) else 2)]
+            self.step_count = tf.Variable(0.0, dtype=tf.float32)
+            self.x_train = tf.identity(tf.constant(task.data.x_train))
+            self.y_train = tf.identity(tf.constant(common.as_labels(task, task.data.y_train)))
+        self.forward = make_forward(task, self.variables)
+        loss_fns = {
+            "mse": lambda out, y: tf.reduce_mean(tf.square(out - y)),
+            "softmax_cross_entropy": lambda out, y: tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)),
+            "sigmoid_binary_cross_entropy": lambda out, y: tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=out)),
+        }
+        self.loss_fn = loss_fns[task.loss]
+        self._step = tf.function(self._step_impl) if graph else self._step_impl
+        self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
+        self._predict = tf.function(self.forward) if graph else self.forward
+        self.x_batches: list[tf.Tensor] = []
+        self.y_batches: list[tf.Tensor] = []
+
+    def _grads_impl(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        with self._tf.GradientTape() as tape:
+            loss = self.loss_fn(self.forward(x), y)
+        return loss, tape.gradient(loss, self.var_list)
+
+    def _step_impl(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        tf = self._tf
+        loss, grads = self._grads_impl(x, y)
+        opt = self.task.optimizer
+        if isinstance(opt, SGD):
+            for var, buf, grad in zip(self.var_list, self.slots[0], grads, strict=True):
+                tf.raw_ops.ResourceApplyMomentum(var=var.handle, accum=buf.handle, lr=opt.learning_rate,
+                                                 grad=grad, momentum=opt.momentum)
+            return loss
+        t = self.step_count.assign_add(1.0)
+        beta1_power, beta2_power = tf.pow(opt.beta1, t), tf.pow(opt.beta2, t)
+        epsilon_hat = opt.epsilon * tf.sqrt(1.0 - beta2_power)
+        for var, m, v, grad in zip(self.var_list, self.slots[0], self.slots[1], grads, strict=True):
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
+                                         beta2_power=beta2_power, lr=opt.learning_rate, beta1=opt.beta1,
+                                         beta2=opt.beta2, epsilon=epsilon_hat, grad=grad)
+        return loss
+
+    def set_epoch(self, order: np.ndarray) -> None:
+        tf = self._tf
+        with tf.device(self.device):
+            index = tf.constant(order)
+            self.x_batches = tf.unstack(tf.gather(self.x_train, index))
+            self.y_batches = tf.unstack(tf.gather(self.y_train, index))
+
+    def train_step(self, batch: int) -> Any:
+        with self._tf.device(self.device):
+            return self._step(self.x_batches[batch], self.y_batches[batch])
+
+    def sync(self, value: Any = None) -> None:
+        if value is not None:
+            value.numpy()  # waits for the step that produced it (and, in order, all before it)
+        else:
+            self.step_count.numpy()
+        if self.device.startswith("/GPU"):
+            self._tf.test.experimental.sync_devices()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._tf.device(self.device):
+            return np.concatenate([self._predict(self._tf.constant(x[start:start + 4096])).numpy()
+                                   for start in range(0, len(x), 4096)])
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        with self._tf.device(self.device):
+            loss, grads = self._grads(self._tf.constant(x), self._tf.constant(common.as_labels(self.task, y)))
+        return float(loss), {name: grad.numpy() for name, grad in zip(self.variables, grads, strict=True)}
+
+    def get_weights(self) -> Weights:
+        return {name: var.numpy() for name, var in self.variables.items()}
+
+    def compile_count(self) -> int | None:
+        return int(self._step.experimental_get_tracing_count()) if self.graph else None
+
+    def device_peak_mb(self) -> float | None:
+        if not self.device.startswith("/GPU"):
+            return None
+        return self._tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+class TensorFlowBackend(Backend):
+    module = "tensorflow"
+    distribution = "tensorflow-cpu"
+    extra = "tensorflow"
+    layout = "NHWC"
+
+    def __init__(self, graph: bool) -> None:
+        self.graph = graph
+        self.name = "tf-graph" if graph else "tf-eager"
+
+    def configure_threads(self, threads: int) -> None:
+        super().configure_threads(threads)
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+
+    def setup(self, threads: int) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+    def versions(self) -> dict[str, str]:
+        import tensorflow as tf
+
+        info = tf.sysconfig.get_build_info()
+        versions = {"tensorflow": tf.__version__}
+        if info.get("cuda_version"):
+            versions["cuda"] = str(info["cuda_version"])
+        return versions
+
+    def devices(self) -> list[dict[str, str]]:
+        import tensorflow as tf
+
+        found = [{"kind": "cpu", "name": cpu_name()}]
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            found.append({"kind": "gpu", "name": details.get("device_name", gpus[0].name)})
+        return found
+
+    def fingerprint(self, device_kind: str) -> dict[str, Any]:
+        import tensorflow as tf
+
+        return {
+            "dtype": "float32",
+            "layout": self.layout,
+            "mode": "graph (tf.function)" if self.graph else "eager",
+            "matmul_precision": "tf32" if tf.config.experimental.tensor_float_32_execution_enabled() else "float32",
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "deterministic_ops": os.environ.get("TF_DETERMINISTIC_OPS", "0") == "1",
+            "optimizer_impl": "fused ResourceApply* kernels (spec formula)",
+        }
+
+    def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
+        return TensorFlowTrainer(task, "/GPU:0" if device_kind == "gpu" else "/CPU:0", weights, self.graph)

@@ -1,0 +1,189 @@
+"""PyTorch adapter (eager mode), in PyTorch's own idiom: ``nn.Sequential`` of modules, ``torch.optim``.
+
+Images are NCHW with OIHW kernels (PyTorch's native layout); weights are converted from and to the neutral
+layout in ``backends.common`` (including the flatten order after a conv stack). float32 throughout; TF32 is
+switched off on GPU so every backend computes in full float32.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xfbench.backends import common
+from xfbench.backends.base import Backend, Trainer, Weights
+from xfbench.machine import cpu_name
+from xfbench.tasks.spec import SGD, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Task
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TorchTrainer(Trainer):
+    def __init__(self, task: Task, device: torch.device, weights: Weights) -> None:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        self._torch = torch
+        self.task = task
+        self.device = device
+        self.images = len(task.input_shape) == 3
+        self.model = self._build_model().to(device)
+        self.names = task.param_names()
+        self.params = [param for _, param in self.model.named_parameters()]
+        self.set_weights(weights)
+        opt = task.optimizer
+        if isinstance(opt, SGD):
+            self.optimizer = torch.optim.SGD(self.params, lr=opt.learning_rate, momentum=opt.momentum)
+        else:
+            self.optimizer = torch.optim.Adam(
+                self.params, lr=opt.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.epsilon, foreach=True,
+            )
+        self.loss_fn = {
+            "mse": F.mse_loss,
+            "softmax_cross_entropy": F.cross_entropy,
+            "sigmoid_binary_cross_entropy": F.binary_cross_entropy_with_logits,
+        }[task.loss]
+        self.x_train = self._to_device(task.data.x_train)
+        self.y_train = torch.from_numpy(common.as_labels(task, task.data.y_train)).to(device)
+        self.x_batches = self.y_batches = None
+
+    def _build_model(self) -> torch.nn.Sequential:
+        nn = self._torch.nn
+        modules: list[nn.Module] = []
+        activations = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        for index, layer in enumerate(self.task.layers):
+            in_shape = self.task.shapes[index]
+            if isinstance(layer, Dense):
+                modules.append(nn.Linear(in_shape[0], layer.units))
+            elif isinstance(layer, Conv2D):
+                (top, bottom), (left, right) = common.conv_padding(self.task, index)
+                symmetric = top == bottom and left == right
+                if not symmetric:
+                    modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+                modules.append(nn.Conv2d(
+                    in_shape[2], layer.filters, layer.kernel_size, layer.strides,
+                    padding=(top, left) if symmetric else 0,
+                ))
+            elif isinstance(layer, MaxPool2D):
+                modules.append(nn.MaxPool2d(layer.pool_size, layer.strides))
+            elif isinstance(layer, AvgPool2D):
+                modules.append(nn.AvgPool2d(layer.pool_size, layer.strides))
+            elif isinstance(layer, Flatten):
+                modules.append(nn.Flatten())
+            activation = common.layer_activation(layer)
+            if activation != "linear":
+                modules.append(activations[activation]())
+        return nn.Sequential(*modules)
+
+    def _to_device(self, x: np.ndarray) -> torch.Tensor:
+        array = common.nhwc_to_nchw(x) if self.images else x
+        return self._torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.device)
+
+    def set_weights(self, weights: Weights) -> None:
+        converted = common.to_channels_first(self.task, weights)
+        with self._torch.no_grad():
+            for name, param in zip(self.names, self.params, strict=True):
+                param.copy_(self._torch.from_numpy(converted[name]))
+
+    def set_epoch(self, order: np.ndarray) -> None:
+        index = self._torch.from_numpy(order.reshape(-1)).to(self.device)
+        steps, batch = order.shape
+        self.x_batches = self.x_train.index_select(0, index).view(steps, batch, *self.x_train.shape[1:])
+        self.y_batches = self.y_train.index_select(0, index).view(steps, batch, *self.y_train.shape[1:])
+
+    def train_step(self, batch: int) -> Any:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(self.x_batches[batch]), self.y_batches[batch])
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def sync(self, value: Any = None) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        outputs = []
+        with self._torch.no_grad():
+            for start in range(0, len(x), 4096):
+                outputs.append(self.model(self._to_device(x[start:start + 4096])).cpu().numpy())
+        return np.concatenate(outputs)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        torch = self._torch
+        target = torch.from_numpy(common.as_labels(self.task, y)).to(self.device)
+        loss = self.loss_fn(self.model(self._to_device(x)), target)
+        grads = torch.autograd.grad(loss, self.params)
+        raw = {name: grad.detach().cpu().numpy() for name, grad in zip(self.names, grads, strict=True)}
+        return float(loss.item()), common.from_channels_first(self.task, raw)
+
+    def get_weights(self) -> Weights:
+        raw = {name: param.detach().cpu().numpy() for name, param in zip(self.names, self.params, strict=True)}
+        return common.from_channels_first(self.task, raw)
+
+    def device_peak_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return self._torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+    distribution = "torch"
+    extra = "torch"
+    layout = "NCHW"
+
+    def setup(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already set in this process
+            pass
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self._threads = threads
+
+    def versions(self) -> dict[str, str]:
+        import torch
+
+        versions = {"torch": torch.__version__}
+        if torch.cuda.is_available():
+            versions["cuda"] = str(torch.version.cuda)
+            versions["cudnn"] = str(torch.backends.cudnn.version())
+        return versions
+
+    def devices(self) -> list[dict[str, str]]:
+        import torch
+
+        found = [{"kind": "cpu", "name": cpu_name()}]
+        if torch.cuda.is_available():
+            found.append({"kind": "gpu", "name": torch.cuda.get_device_name(0)})
+        return found
+
+    def fingerprint(self, device_kind: str) -> dict[str, Any]:
+        import torch
+
+        return {
+            "dtype": "float32",
+            "layout": self.layout,
+            "matmul_precision": "float32" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
+            "conv_precision": "float32" if not torch.backends.cudnn.allow_tf32 else "tf32",
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+            "deterministic_ops": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "mkldnn": bool(torch.backends.mkldnn.is_available()),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "optimizer_impl": "torch.optim (foreach)",
+        }
+
+    def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
+        import torch
+
+        return TorchTrainer(task, torch.device("cuda" if device_kind == "gpu" else "cpu"), weights)

@@ -1,0 +1,89 @@
+"""Turn a user's request into a validated plan: which tasks, backends, devices, threads, limits.
+
+Every bad value is rejected here, before any process starts, with one line naming the valid choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xfbench import backends
+from xfbench.compare.timing import TimingOptions
+from xfbench.errors import XfbenchError, unknown_name
+from xfbench.machine import usable_cores
+from xfbench.tasks import DEFAULT_TASKS, Task, get_task
+
+DEVICES = ("cpu", "gpu")
+
+
+@dataclass
+class Plan:
+    """A validated request: cells are tasks x backends x devices."""
+
+    tasks: list[Task]
+    backends: list[str]
+    devices: list[str]
+    threads: int
+    timeout: float
+    seeds: int = 1
+    measure: bool = True
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    parity: dict[str, Any] | None = None
+
+    @property
+    def num_cells(self) -> int:
+        return len(self.tasks) * len(self.backends) * len(self.devices)
+
+    def describe(self) -> dict[str, Any]:
+        """The request as recorded in the result's ``config``."""
+        return {
+            "tasks": [task.name for task in self.tasks],
+            "task_descriptions": {task.name: task.description for task in self.tasks},
+            "backends": self.backends, "devices": self.devices, "threads": self.threads, "timeout_s": self.timeout,
+            "seeds": self.seeds, "epochs": {task.name: task.epochs for task in self.tasks},
+        }
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (None stays None); blanks are dropped."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item if isinstance(item, Task) else item.strip() for item in items
+            if isinstance(item, Task) or item.strip()]
+
+
+def _positive(name: str, value: Any, kind: type = int) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (kind is int and value != int(value)):
+        what = "a positive integer" if kind is int else "a positive number"
+        raise XfbenchError(f"--{name} must be {what}, got {value!r}")
+    return kind(value)
+
+
+def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | Sequence[str] | None = None,
+              devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
+              timeout: float = 600.0, seeds: int = 1, measure: bool = True,
+              timing: TimingOptions | None = None) -> Plan:
+    """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks)."""
+    chosen_tasks: list[Task] = []
+    for entry in split_names(tasks) or list(DEFAULT_TASKS):  # type: ignore[arg-type]
+        task = entry if isinstance(entry, Task) else get_task(entry)
+        if epochs is not None:
+            task = task.replace(epochs=_positive("epochs", epochs))
+        chosen_tasks.append(task)
+    names = [task.name for task in chosen_tasks]
+    if len(set(names)) != len(names):
+        raise XfbenchError(f"task names must be unique within a run, got {names}")
+    chosen_backends = [backends.check_name(name) for name in split_names(backends_) or list(backends.DEFAULT_BACKENDS)]
+    chosen_devices = split_names(devices) or ["cpu"]
+    for device in chosen_devices:
+        if device not in DEVICES:
+            raise unknown_name("device", device, DEVICES)
+    threads = usable_cores() if threads is None else _positive("threads", threads)
+    return Plan(
+        tasks=chosen_tasks, backends=list(dict.fromkeys(chosen_backends)), devices=list(dict.fromkeys(chosen_devices)),
+        threads=threads, timeout=_positive("timeout", timeout, float), seeds=_positive("seeds", seeds),
+        measure=measure, timing=timing or TimingOptions(),
+    )

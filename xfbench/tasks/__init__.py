@@ -1,0 +1,75 @@
+"""The common task API (framework-free): layers, losses, optimizers, data, and the built-in task registry.
+
+Example:
+    >>> from xfbench.tasks import get_task, task_names
+    >>> task_names()
+    ['cnn', 'cnn28', 'mlp', 'mlp-binary', 'regression']
+    >>> get_task("mlp", width=32).layers[0].units
+    32
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xfbench.errors import XfbenchError, unknown_name
+from xfbench.tasks import builtin
+from xfbench.tasks.init import initial_weights
+from xfbench.tasks.spec import (
+    SGD,
+    Activation,
+    Adam,
+    AvgPool2D,
+    Conv2D,
+    Dataset,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    Optimizer,
+    Task,
+)
+
+BUILTIN_TASKS: dict[str, Callable[..., Task]] = {
+    "regression": builtin.regression,
+    "mlp": builtin.mlp,
+    "mlp-binary": builtin.mlp_binary,
+    "cnn": builtin.cnn,
+    "cnn28": builtin.cnn28,
+}
+DEFAULT_TASKS = ("regression", "mlp", "cnn")
+
+
+def task_names() -> list[str]:
+    return sorted(BUILTIN_TASKS)
+
+
+def get_task(name: str, **params: object) -> Task:
+    """Build a built-in task by name, with optional size parameters (see ``xfbench.tasks.builtin``)."""
+    if name not in BUILTIN_TASKS:
+        raise unknown_name("task", name, BUILTIN_TASKS)
+    try:
+        return BUILTIN_TASKS[name](**params)
+    except TypeError as error:
+        raise XfbenchError(f"bad parameters for task {name!r}: {error}") from error
+
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "DEFAULT_TASKS",
+    "SGD",
+    "Activation",
+    "Adam",
+    "AvgPool2D",
+    "Conv2D",
+    "Dataset",
+    "Dense",
+    "Flatten",
+    "Layer",
+    "MaxPool2D",
+    "Optimizer",
+    "Task",
+    "get_task",
+    "initial_weights",
+    "task_names",
+]

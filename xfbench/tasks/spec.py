@@ -1,0 +1,359 @@
+"""The framework-neutral task API: layers, losses, optimizers, data and the Task that ties them together.
+
+Rules of this module:
+- No framework imports. Everything here is plain Python and NumPy.
+- Every number that could differ between frameworks is explicit (Adam's epsilon, the momentum formula,
+  the loss reduction), so each backend adapter builds exactly the same computation.
+- The neutral layouts: images are NHWC, conv kernels are HWIO (height, width, in, out), dense kernels are
+  (in, out), and ``Flatten`` flattens in H, W, C order. Adapters convert to their own layouts.
+
+Example:
+    >>> import numpy as np
+    >>> from xfbench.tasks import Task, Dataset, Dense, Adam
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 3)).astype("float32")
+    >>> y = (x @ np.array([[1.0], [2.0], [-1.0]], dtype="float32"))
+    >>> task = Task(
+    ...     name="tiny-regression",
+    ...     data=Dataset.split(x, y, test_fraction=0.25, seed=0),
+    ...     layers=(Dense(1),),
+    ...     loss="mse",
+    ...     optimizer=Adam(learning_rate=0.05),
+    ...     batch_size=50,
+    ...     epochs=40,
+    ...     metrics=("r2", "mse"),
+    ... )
+    >>> task.num_train, task.steps_per_epoch
+    (150, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from xfbench.errors import XfbenchError
+
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
+PADDINGS = ("valid", "same")
+LOSSES = ("mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+METRICS = ("accuracy", "r2", "mse")
+
+
+def _choice(kind: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise XfbenchError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise XfbenchError(f"{what} must be a positive int or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class Dense:
+    """A fully connected layer ``activation(x @ kernel + bias)``; kernel is (in, out)."""
+
+    units: int
+    activation: str = "linear"
+    init: str = "glorot_uniform"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.units, int) or self.units <= 0:
+            raise XfbenchError(f"Dense units must be a positive int, got {self.units!r}")
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("initializer", self.init, INITIALIZERS)
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """A 2-D convolution (cross-correlation, as every framework computes it) on NHWC input; kernel is HWIO.
+
+    ``padding="same"`` follows TensorFlow's rule: the total padding is split with the extra pixel at the
+    bottom/right, which matters for stride > 1.
+    """
+
+    filters: int
+    kernel_size: int | tuple[int, int] = 3
+    strides: int | tuple[int, int] = 1
+    padding: str = "valid"
+    activation: str = "linear"
+    init: str = "glorot_uniform"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.filters, int) or self.filters <= 0:
+            raise XfbenchError(f"Conv2D filters must be a positive int, got {self.filters!r}")
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D kernel_size"))
+        object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
+        _choice("padding", self.padding, PADDINGS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("initializer", self.init, INITIALIZERS)
+
+
+@dataclass(frozen=True)
+class _Pool2D:
+    pool_size: int | tuple[int, int] = 2
+    strides: int | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool_size", _pair(self.pool_size, f"{type(self).__name__} pool_size"))
+        strides = self.pool_size if self.strides is None else self.strides
+        object.__setattr__(self, "strides", _pair(strides, f"{type(self).__name__} strides"))
+
+
+@dataclass(frozen=True)
+class MaxPool2D(_Pool2D):
+    """Max pooling over windows of ``pool_size`` (valid padding); ``strides`` defaults to ``pool_size``."""
+
+
+@dataclass(frozen=True)
+class AvgPool2D(_Pool2D):
+    """Average pooling over windows of ``pool_size`` (valid padding); ``strides`` defaults to ``pool_size``."""
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """Flatten (H, W, C) feature maps to vectors in H, W, C order (the neutral order)."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A standalone activation layer."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _choice("activation", self.name, ACTIVATIONS)
+
+
+Layer = Union[Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation]
+PARAMETRIC = (Dense, Conv2D)
+
+
+# -------------------------------------------------------------------------------------------- optimizers
+@dataclass(frozen=True)
+class SGD:
+    """SGD with (heavy-ball) momentum: ``buf = momentum * buf + grad; param -= learning_rate * buf``.
+
+    This is PyTorch's and optax's formula (dampening 0, no Nesterov); Keras' ``v = m*v - lr*g`` is the same
+    for a constant learning rate.
+    """
+
+    learning_rate: float
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise XfbenchError(f"SGD learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.momentum < 1:
+            raise XfbenchError(f"SGD momentum must be in [0, 1), got {self.momentum!r}")
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with bias correction, every hyperparameter explicit.
+
+    Update at step t (from 1): ``m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+    param -= learning_rate * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + epsilon)``.
+    That is PyTorch's and optax's formula. Keras applies epsilon before the bias correction and defaults it to
+    1e-7, PyTorch and optax to 1e-8: xfbench passes the same value to every backend and uses this formula
+    everywhere.
+    """
+
+    learning_rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise XfbenchError(f"Adam learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise XfbenchError(f"Adam {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.epsilon > 0:
+            raise XfbenchError(f"Adam epsilon must be > 0, got {self.epsilon!r}")
+
+
+Optimizer = Union[SGD, Adam]
+
+
+# -------------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train and test arrays. Inputs are float32 (vectors or NHWC images); targets are int labels for
+    softmax cross-entropy, float32 columns (n, 1) for mse and sigmoid binary cross-entropy."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def split(cls, x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+        """Shuffle with ``seed`` and split off ``test_fraction`` of the samples as the test set.
+
+        Example:
+            >>> import numpy as np
+            >>> d = Dataset.split(np.zeros((10, 2), "float32"), np.arange(10), test_fraction=0.3)
+            >>> d.x_train.shape, d.x_test.shape
+            ((7, 2), (3, 2))
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise XfbenchError(f"x and y have different lengths: {len(x)} vs {len(y)}")
+        if not 0 < test_fraction < 1:
+            raise XfbenchError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        order = np.random.default_rng(seed).permutation(len(x))
+        num_test = max(1, round(len(x) * test_fraction))
+        test, train = order[:num_test], order[num_test:]
+        return cls(x[train], y[train], x[test], y[test])
+
+
+# -------------------------------------------------------------------------------------------------- task
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One machine-learning task, identical for every backend.
+
+    Batches: each epoch draws a permutation of the training set from ``seed`` and epoch number, and uses the
+    first ``steps_per_epoch * batch_size`` samples in that order (the last partial batch is dropped, so every
+    step has the same shape and nothing retraces). The loss is the mean over the batch.
+    """
+
+    name: str
+    data: Dataset
+    layers: tuple[Layer, ...]
+    loss: str
+    optimizer: Optimizer
+    batch_size: int
+    epochs: int
+    metrics: tuple[str, ...] = ("accuracy",)
+    seed: int = 0
+    description: str = ""
+    input_shape: tuple[int, ...] = field(init=False)
+    shapes: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        _choice("loss", self.loss, LOSSES)
+        for metric in self.metrics:
+            _choice("metric", metric, METRICS)
+        if not isinstance(self.optimizer, (SGD, Adam)):
+            raise XfbenchError(f"optimizer must be xfbench.tasks.SGD or Adam, got {type(self.optimizer).__name__}")
+        if not isinstance(self.epochs, int) or self.epochs <= 0:
+            raise XfbenchError(f"epochs must be a positive int, got {self.epochs!r}")
+        data = self.data
+        if data.x_train.dtype != np.float32 or data.x_test.dtype != np.float32:
+            raise XfbenchError("inputs must be float32 arrays; convert with x.astype('float32')")
+        if not isinstance(self.batch_size, int) or not 0 < self.batch_size <= len(data.x_train):
+            raise XfbenchError(
+                f"batch_size must be an int in [1, {len(data.x_train)}] (the training set size), got {self.batch_size!r}"
+            )
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in data.x_train.shape[1:]))
+        object.__setattr__(self, "shapes", infer_shapes(self.input_shape, self.layers))
+        self._check_targets()
+
+    def _check_targets(self) -> None:
+        out = self.shapes[-1]
+        if len(out) != 1:
+            raise XfbenchError(f"the model must end in vectors (add Flatten and Dense), its output is {out}")
+        for y in (self.data.y_train, self.data.y_test):
+            if self.loss == "softmax_cross_entropy":
+                if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                    raise XfbenchError("softmax_cross_entropy needs integer class labels of shape (n,)")
+                if y.size and (y.min() < 0 or y.max() >= out[0]):
+                    raise XfbenchError(f"labels must be in [0, {out[0]}) for a model with {out[0]} outputs")
+            elif y.shape[1:] != out or y.dtype != np.float32:
+                raise XfbenchError(f"{self.loss} needs float32 targets of shape (n, {out[0]}), got {y.dtype} {y.shape}")
+
+    @property
+    def num_train(self) -> int:
+        return len(self.data.x_train)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_train // self.batch_size
+
+    @property
+    def num_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The batches of one epoch as indices into the training set, shape (steps_per_epoch, batch_size)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_train)
+        used = self.steps_per_epoch * self.batch_size
+        return order[:used].reshape(self.steps_per_epoch, self.batch_size).astype(np.int64)
+
+    def replace(self, **changes: object) -> Task:
+        """A copy with some fields changed, e.g. ``task.replace(epochs=5, seed=1)``."""
+        fields = {name: getattr(self, name) for name in (
+            "name", "data", "layers", "loss", "optimizer", "batch_size", "epochs", "metrics", "seed", "description"
+        )}
+        fields.update(changes)
+        return Task(**fields)  # type: ignore[arg-type]
+
+    def param_names(self) -> list[str]:
+        """Names of the trainable tensors in order, e.g. ``['0.Conv2D.kernel', '0.Conv2D.bias', ...]``."""
+        names = []
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, PARAMETRIC):
+                names += [f"{index}.{type(layer).__name__}.kernel", f"{index}.{type(layer).__name__}.bias"]
+        return names
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length of a conv or pool along one axis (TensorFlow's rule)."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's 'same' rule along one axis: the extra pixel goes after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def infer_shapes(input_shape: tuple[int, ...], layers: Sequence[Layer]) -> tuple[tuple[int, ...], ...]:
+    """The shape (without batch) after every layer, checking that the layers fit together.
+
+    Example:
+        >>> infer_shapes((8, 8, 1), [Conv2D(4, 3), MaxPool2D(2), Flatten(), Dense(10)])
+        ((8, 8, 1), (6, 6, 4), (3, 3, 4), (36,), (10,))
+    """
+    if not layers:
+        raise XfbenchError("a task needs at least one layer")
+    shapes = [tuple(input_shape)]
+    for index, layer in enumerate(layers):
+        shape = shapes[-1]
+        where = f"layer {index} ({type(layer).__name__})"
+        if isinstance(layer, Dense):
+            if len(shape) != 1:
+                raise XfbenchError(f"{where} needs vectors but gets shape {shape}; put Flatten() before it")
+            shape = (layer.units,)
+        elif isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D)):
+            if len(shape) != 3:
+                raise XfbenchError(f"{where} needs (height, width, channels) inputs but gets shape {shape}")
+            kernel = layer.kernel_size if isinstance(layer, Conv2D) else layer.pool_size
+            padding = layer.padding if isinstance(layer, Conv2D) else "valid"
+            height, width = (
+                conv_output_size(shape[axis], kernel[axis], layer.strides[axis], padding) for axis in (0, 1)
+            )
+            if height <= 0 or width <= 0:
+                raise XfbenchError(f"{where} window {kernel} does not fit its input {shape[:2]}")
+            shape = (height, width, layer.filters if isinstance(layer, Conv2D) else shape[2])
+        elif isinstance(layer, Flatten):
+            shape = (int(np.prod(shape)),)
+        elif not isinstance(layer, Activation):
+            raise XfbenchError(f"{where} is not an xfbench layer; use Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation")
+        shapes.append(shape)
+    return tuple(shapes)
