@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 from typing import TYPE_CHECKING
 
-from xfbench.errors import unknown_name
+from xfbench.errors import XfbenchError, unknown_name
 
 if TYPE_CHECKING:
     from xfbench.backends.base import Backend
@@ -28,6 +29,21 @@ BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
     "jax": ("xfbench.backends.jax:JaxBackend", {}),
 }
 DEFAULT_BACKENDS = ("tf-graph", "tf-eager", "torch", "jax")
+
+
+def _register_extra(spec: str) -> None:
+    """Register users' own adapters from ``XFBENCH_EXTRA_BACKENDS="name=module:Class,..."``.
+
+    An environment variable (not a call) so that worker processes, which import this module afresh, see them too.
+    """
+    for entry in filter(None, (item.strip() for item in spec.split(","))):
+        name, _, target = entry.partition("=")
+        if not name or ":" not in target:
+            raise XfbenchError(f"XFBENCH_EXTRA_BACKENDS entry {entry!r} must look like name=package.module:ClassName")
+        BACKENDS[name.strip()] = (target.strip(), {})
+
+
+_register_extra(os.environ.get("XFBENCH_EXTRA_BACKENDS", ""))
 
 
 def backend_names() -> list[str]:

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  make run  (the comparison)  and  make test  (lint + tests).
+# Both create .venv if missing and install xfbench with every framework, pinned by $(CONSTRAINTS).
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints.txt
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xfbench-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test parity bench list clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[all,test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/xfbench run --json results/latest.json $(ARGS)
+
+parity: $(STAMP)
+	$(BIN)/xfbench parity --json results/parity.json $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/native_overhead.py $(ARGS)
+
+list: $(STAMP)
+	$(BIN)/xfbench list
+
+test: $(STAMP)
+	$(BIN)/ruff check xfbench tests benchmarks
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache
