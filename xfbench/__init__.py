@@ -58,8 +58,12 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         from xfbench.compare.parity import ParityOptions
 
         plan.parity = ParityOptions().as_dict()
-    cells = run_plan(plan, progress)
-    return Result(cells=cells, config=plan.describe())
+    result = Result(cells=run_plan(plan, progress), config=plan.describe())
+    if parity:
+        from xfbench.compare.parity import finish
+
+        finish(result, {task.name: task for task in plan.tasks}, ParityOptions())
+    return result
 
 
 def table(result: Result, fmt: str = "simple") -> str:

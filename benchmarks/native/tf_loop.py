@@ -46,7 +46,7 @@ def build(workload: str, mode: str, seed: int, jit_compile: bool = False) -> tup
             logits = forward(workload, params, x)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
         grads = tape.gradient(loss, params)
-        for p, m, v, g in zip(params, ms, vs, grads):
+        for p, m, v, g in zip(params, ms, vs, grads, strict=True):
             tf.raw_ops.ResourceApplyAdam(var=p.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
                                          lr=lr, beta1=b1, beta2=b2, epsilon=eps_t, grad=g)
         return loss
@@ -88,7 +88,8 @@ def build(workload: str, mode: str, seed: int, jit_compile: bool = False) -> tup
 def main() -> None:
     args: argparse.Namespace = common.parse_args("tensorflow")
     common.set_thread_env(args.threads)
-    import tensorflow as tf
+    with common.quiet_stderr():
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

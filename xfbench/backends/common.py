@@ -100,3 +100,18 @@ POOLS = (MaxPool2D, AvgPool2D)
 def as_labels(task: Task, y: np.ndarray) -> np.ndarray:
     """Targets in the dtype every adapter feeds its loss: int64 labels or float32 columns."""
     return y.astype(np.int64) if task.loss == "softmax_cross_entropy" else y.astype(np.float32)
+
+
+def adam_constants(beta1: float, beta2: float) -> dict[str, float]:
+    """Adam constants for adapters that run the update in float32 (JAX, TensorFlow).
+
+    The moment updates use the float32 betas, so ``1 - beta`` is exact (Sterbenz) and the bias corrections
+    must be ``1 - beta_f32**t`` for the same betas. Computed as ``-expm1(t * log(beta_f32))`` they are accurate to
+    ~1e-7 relative; a float32 ``1 - beta**t`` loses up to ~1e-5 to cancellation, which after 10 steps shows as
+    parameter drift against the float64 reference (measured: 7e-6 on the MLP, 1e-3 on cnn28's conv biases).
+    """
+    beta1_f32, beta2_f32 = float(np.float32(beta1)), float(np.float32(beta2))
+    return {
+        "beta1": beta1_f32, "beta2": beta2_f32, "one_minus_beta1": 1.0 - beta1_f32, "one_minus_beta2": 1.0 - beta2_f32,
+        "log_beta1": float(np.log(beta1_f32)), "log_beta2": float(np.log(beta2_f32)),
+    }

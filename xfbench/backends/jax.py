@@ -93,6 +93,7 @@ class JaxTrainer(Trainer):
         forward, loss_fn = make_loss(task)
         grad_fn = jax.value_and_grad(loss_fn)
         tree_map = jax.tree_util.tree_map
+        adam = common.adam_constants(opt.beta1, opt.beta2) if not isinstance(opt, SGD) else {}
 
         def step(params, state, x, y):
             loss, grads = grad_fn(params, x, y)
@@ -102,9 +103,10 @@ class JaxTrainer(Trainer):
                 return tree_map(lambda p, b: p - opt.learning_rate * b, params, buf), (buf,), loss
             m, v, t = state
             t = t + 1
-            m = tree_map(lambda m_, g: opt.beta1 * m_ + (1 - opt.beta1) * g, m, grads)
-            v = tree_map(lambda v_, g: opt.beta2 * v_ + (1 - opt.beta2) * g * g, v, grads)
-            correction1, correction2 = 1 - opt.beta1 ** t, 1 - opt.beta2 ** t
+            m = tree_map(lambda m_, g: adam["beta1"] * m_ + adam["one_minus_beta1"] * g, m, grads)
+            v = tree_map(lambda v_, g: adam["beta2"] * v_ + adam["one_minus_beta2"] * g * g, v, grads)
+            correction1 = -jnp.expm1(t * adam["log_beta1"])
+            correction2 = -jnp.expm1(t * adam["log_beta2"])
             params = tree_map(lambda p, m_, v_: p - opt.learning_rate * (m_ / correction1)
                               / (jnp.sqrt(v_ / correction2) + opt.epsilon), params, m, v)
             return params, (m, v, t), loss

@@ -84,6 +84,17 @@ class TensorFlowTrainer(Trainer):
                 tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=out)),
         }
         self.loss_fn = loss_fns[task.loss]
+        opt = task.optimizer
+        with tf.device(device):  # constants made once: eager steps convert no Python scalars
+            if isinstance(opt, SGD):
+                self._sgd = {"lr": tf.constant(opt.learning_rate, tf.float32),
+                             "momentum": tf.constant(opt.momentum, tf.float32)}
+            else:
+                adam = common.adam_constants(opt.beta1, opt.beta2)
+                self._adam = {key: tf.constant(adam[key], tf.float32) for key in ("beta1", "beta2", "log_beta1",
+                                                                                 "log_beta2")}
+                self._adam.update(lr=tf.constant(opt.learning_rate, tf.float32), zero=tf.constant(0.0, tf.float32),
+                                  epsilon=tf.constant(opt.epsilon, tf.float32))
         self._step = tf.function(self._step_impl) if graph else self._step_impl
         self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
         self._predict = tf.function(self.forward) if graph else self.forward
@@ -101,16 +112,21 @@ class TensorFlowTrainer(Trainer):
         opt = self.task.optimizer
         if isinstance(opt, SGD):
             for var, buf, grad in zip(self.var_list, self.slots[0], grads, strict=True):
-                tf.raw_ops.ResourceApplyMomentum(var=var.handle, accum=buf.handle, lr=opt.learning_rate,
-                                                 grad=grad, momentum=opt.momentum)
+                tf.raw_ops.ResourceApplyMomentum(var=var.handle, accum=buf.handle, lr=self._sgd["lr"],
+                                                 grad=grad, momentum=self._sgd["momentum"])
             return loss
+        # The kernel computes alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power) and
+        # var -= alpha * m / (sqrt(v) + epsilon). With both powers 0, we pass alpha and epsilon ourselves:
+        # alpha = lr * sqrt(c2) / c1, epsilon = eps * sqrt(c2), the bias corrections c computed stably.
+        c = self._adam
         t = self.step_count.assign_add(1.0)
-        beta1_power, beta2_power = tf.pow(opt.beta1, t), tf.pow(opt.beta2, t)
-        epsilon_hat = opt.epsilon * tf.sqrt(1.0 - beta2_power)
+        correction1, correction2 = -tf.math.expm1(t * c["log_beta1"]), -tf.math.expm1(t * c["log_beta2"])
+        root2 = tf.sqrt(correction2)
+        alpha, epsilon_hat = c["lr"] * root2 / correction1, c["epsilon"] * root2
         for var, m, v, grad in zip(self.var_list, self.slots[0], self.slots[1], grads, strict=True):
-            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
-                                         beta2_power=beta2_power, lr=opt.learning_rate, beta1=opt.beta1,
-                                         beta2=opt.beta2, epsilon=epsilon_hat, grad=grad)
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=c["zero"],
+                                         beta2_power=c["zero"], lr=alpha, beta1=c["beta1"], beta2=c["beta2"],
+                                         epsilon=epsilon_hat, grad=grad)
         return loss
 
     def set_epoch(self, order: np.ndarray) -> None:

@@ -76,13 +76,15 @@ def main(job_path: str, result_fd: int) -> int:
                 cell.update(status="unsupported", error=reason)
             else:
                 cell["fingerprint"] = backend.fingerprint(device_kind)
-                cell.update(run_cell(backend, task, device_kind, job["timing"], seeds=job["seeds"],
-                                     measure=job["measure"]))
-                cell["timing"]["import_s"] = import_s
-                if job.get("parity"):
+                parity = job.get("parity")
+                if not (parity and parity.get("only")):
+                    cell.update(run_cell(backend, task, device_kind, job["timing"], seeds=job["seeds"],
+                                         measure=job["measure"]))
+                    cell["timing"]["import_s"] = import_s
+                if parity:
                     from xfbench.compare.parity import cell_parity
 
-                    cell["parity"] = cell_parity(backend, task, device_kind, job["parity"])
+                    cell["parity"] = cell_parity(backend, task, device_kind, parity)
                 cell["status"] = "ok"
         except Exception as error:  # one task's failure must not lose the others
             traceback.print_exc()

@@ -1,0 +1,185 @@
+"""Parity: does every backend compute the same function? Measured against the float64 NumPy reference.
+
+With identical initial weights (``initial_weights``) and identical batches (``Task.epoch_order``):
+- forward outputs on the first training batch vs ``reference.forward``: max abs difference, max relative
+  (max abs / max |reference|) and relative in norm;
+- loss and gradients (per tensor, neutral layout) vs ``reference.loss_and_grads``;
+- parameters after K optimizer steps, per tensor, relative in norm (‖a − b‖ / ‖b‖) and element-wise max abs:
+  vs the float64 reference, and between every pair of backends (the divergence a researcher would see).
+
+The worker half (:func:`cell_parity`) runs next to the framework; the parent half (:func:`finish`) compares the
+backends with each other and the reference and decides pass/fail against :class:`ParityOptions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from xfbench.backends.base import Backend
+from xfbench.compare.result import Cell, Result
+from xfbench.errors import XfbenchError
+from xfbench.tasks import initial_weights, reference
+from xfbench.tasks.spec import Task
+
+
+@dataclass(frozen=True)
+class ParityOptions:
+    """The float32 tolerances a cell must meet, and K (optimizer steps before comparing parameters)."""
+
+    steps: int = 10
+    forward_abs: float = 1e-5      # max |output - float64 reference|
+    loss_rel: float = 1e-5         # |loss - reference| / |reference|
+    grad_rel: float = 1e-4         # per tensor, ||g - g_ref|| / ||g_ref||
+    param_rel: float = 1e-4        # per tensor after K steps, vs reference and between backends
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖ (0 when both are zero).
+
+    Example:
+        >>> relative(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+        0.0
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.linalg.norm(b)
+    diff = np.linalg.norm(a - b)
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+
+
+def _tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {name: {"rel": relative(values[name], ref[name]), "max_abs": _max_abs(values[name], ref[name])}
+            for name in ref}
+
+
+def first_batch(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    index = task.epoch_order(0)[0]
+    return task.data.x_train[index], task.data.y_train[index]
+
+
+def cell_parity(backend: Backend, task: Task, device_kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Worker half: this backend's forward/loss/gradient diffs vs the reference and its weights after K steps."""
+    weights = initial_weights(task)
+    x, y = first_batch(task)
+    trainer = backend.build(task, device_kind, weights)
+    outputs = trainer.predict(x)
+    ref_outputs = reference.forward(task, weights, x)
+    loss, grads = trainer.loss_and_grads(x, y)
+    ref_loss, ref_grads = reference.loss_and_grads(task, weights, x, y)
+    last = None
+    for step in range(options["steps"]):
+        epoch, batch = divmod(step, task.steps_per_epoch)
+        if batch == 0:
+            trainer.set_epoch(task.epoch_order(epoch))
+        last = trainer.train_step(batch)
+    trainer.sync(last)
+    return {
+        "forward_max_abs": _max_abs(outputs, ref_outputs),
+        "forward_rel": relative(outputs, ref_outputs),
+        "forward_max_rel": _max_abs(outputs, ref_outputs) / max(float(np.max(np.abs(ref_outputs))), 1e-30),
+        "loss_abs": abs(loss - ref_loss),
+        "loss_rel": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
+        "grads": _tensor_diffs(grads, ref_grads),
+        "steps": options["steps"],
+        "weights_after_steps": {name: value.tolist() for name, value in trainer.get_weights().items()},
+    }
+
+
+def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> None:
+    """Parent half: compare parameters after K steps with the reference and between backends; set pass/fail.
+
+    Fills ``cell.parity`` of every ok cell that has worker parity data (the raw weights are dropped).
+    """
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in result.cells:
+        if cell.ok and cell.parity and "weights_after_steps" in cell.parity:
+            groups.setdefault((cell.task, str(cell.device.get("kind"))), []).append(cell)
+    for (task_name, _), cells in groups.items():
+        task = tasks[task_name]
+        ref_params = reference.optimizer_steps(task, initial_weights(task), reference.task_batches(task, options.steps),
+                                               options.steps)
+        params = {cell.backend: {name: np.asarray(value, np.float32)
+                                 for name, value in cell.parity.pop("weights_after_steps").items()} for cell in cells}
+        for cell in cells:
+            parity = cell.parity
+            parity["params_vs_reference"] = _tensor_diffs(params[cell.backend], ref_params)
+            parity["params_vs_backends"] = {
+                other: _tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
+            }
+            parity["tolerances"] = options.as_dict()
+            parity["failures"] = failures(parity, options)
+            parity["passed"] = not parity["failures"]
+
+
+def _worst(diffs: dict[str, dict[str, float]]) -> tuple[str, float]:
+    name = max(diffs, key=lambda key: diffs[key]["rel"])
+    return name, diffs[name]["rel"]
+
+
+def failures(parity: dict[str, Any], options: ParityOptions) -> list[str]:
+    """Readable lines, one per measure over its tolerance, naming the tensor (layer index, type, tensor)."""
+    lines = []
+    if parity["forward_max_abs"] > options.forward_abs:
+        lines.append(f"forward output max abs diff {parity['forward_max_abs']:.3g} > {options.forward_abs:g}")
+    if parity["loss_rel"] > options.loss_rel:
+        lines.append(f"loss rel diff {parity['loss_rel']:.3g} > {options.loss_rel:g}")
+    for name, diff in parity["grads"].items():
+        if diff["rel"] > options.grad_rel:
+            lines.append(f"gradient of {name}: rel diff {diff['rel']:.3g} > {options.grad_rel:g}"
+                         f" (max abs {diff['max_abs']:.3g})")
+    for name, diff in parity.get("params_vs_reference", {}).items():
+        if diff["rel"] > options.param_rel:
+            lines.append(f"{name} after {parity['steps']} steps vs reference: rel diff {diff['rel']:.3g}"
+                         f" > {options.param_rel:g}")
+    for other, diffs in parity.get("params_vs_backends", {}).items():
+        for name, diff in diffs.items():
+            if diff["rel"] > options.param_rel:
+                lines.append(f"{name} after {parity['steps']} steps vs {other}: rel diff {diff['rel']:.3g}"
+                             f" > {options.param_rel:g}")
+    return lines
+
+
+def summary(parity: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a cell's parity, for tables."""
+    grad_name, grad_rel = _worst(parity["grads"])
+    out = {"forward_max_abs": parity["forward_max_abs"], "forward_rel": parity["forward_rel"],
+           "loss_rel": parity["loss_rel"], "grad_rel": grad_rel, "grad_tensor": grad_name}
+    if parity.get("params_vs_reference"):
+        out["params_vs_reference_rel"] = _worst(parity["params_vs_reference"])[1]
+    between = [diff for diffs in parity.get("params_vs_backends", {}).values() for diff in diffs.values()]
+    out["params_vs_backends_rel"] = max((diff["rel"] for diff in between), default=None)
+    out["params_vs_backends_max_abs"] = max((diff["max_abs"] for diff in between), default=None)
+    return out
+
+
+def run_parity(tasks: str, backends: str, steps: int, timeout: float, json_path: str | None,
+               progress: Callable[[str], None] | None) -> int:
+    """``xfbench parity``: print the parity table and failures; exit code 1 when a cell fails."""
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.runner import run_plan
+    from xfbench.reports.parity import render
+
+    if steps < 1:
+        raise XfbenchError(f"--steps must be a positive integer, got {steps}")
+    plan = make_plan(tasks, backends, "cpu", timeout=timeout, measure=False)
+    options = ParityOptions(steps=steps)
+    plan.parity = {**options.as_dict(), "only": True}
+    result = Result(cells=run_plan(plan, progress), config={**plan.describe(), "parity": options.as_dict()})
+    finish(result, {task.name: task for task in plan.tasks}, options)
+    print(render(result))
+    if json_path:
+        result.save(json_path)
+        print(f"\nresult written to {json_path}")
+    failed = [cell for cell in result.cells
+              if cell.status == "error" or (cell.ok and not (cell.parity or {}).get("passed"))]
+    return 1 if failed else 0
