@@ -10,6 +10,7 @@ TensorFlow's native layout and the neutral one. The optimizer update is one fuse
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,9 @@ class TensorFlowTrainer(Trainer):
                 self._adam = {key: tf.constant(adam[key], tf.float32) for key in ("beta1", "beta2", "log_beta1",
                                                                                  "log_beta2")}
                 self._adam.update(lr=tf.constant(opt.learning_rate, tf.float32), zero=tf.constant(0.0, tf.float32),
-                                  epsilon=tf.constant(opt.epsilon, tf.float32))
+                                  epsilon=tf.constant(opt.epsilon, tf.float32),
+                                  log_beta1_f64=adam["log_beta1"], log_beta2_f64=adam["log_beta2"])
+        self.host_step = 0
         self._step = tf.function(self._step_impl) if graph else self._step_impl
         self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
         self._predict = tf.function(self.forward) if graph else self.forward
@@ -119,10 +122,17 @@ class TensorFlowTrainer(Trainer):
         # var -= alpha * m / (sqrt(v) + epsilon). With both powers 0, we pass alpha and epsilon ourselves:
         # alpha = lr * sqrt(c2) / c1, epsilon = eps * sqrt(c2), the bias corrections c computed stably.
         c = self._adam
-        t = self.step_count.assign_add(1.0)
-        correction1, correction2 = -tf.math.expm1(t * c["log_beta1"]), -tf.math.expm1(t * c["log_beta2"])
-        root2 = tf.sqrt(correction2)
-        alpha, epsilon_hat = c["lr"] * root2 / correction1, c["epsilon"] * root2
+        if self.graph:  # on the device, inside the graph
+            t = self.step_count.assign_add(1.0)
+            correction1, correction2 = -tf.math.expm1(t * c["log_beta1"]), -tf.math.expm1(t * c["log_beta2"])
+            root2 = tf.sqrt(correction2)
+            alpha, epsilon_hat = c["lr"] * root2 / correction1, c["epsilon"] * root2
+        else:  # eager: two scalars computed on the host in float64 instead of ten tiny eager ops
+            self.host_step += 1
+            correction1 = -math.expm1(self.host_step * c["log_beta1_f64"])
+            root2 = math.sqrt(-math.expm1(self.host_step * c["log_beta2_f64"]))
+            alpha = tf.constant(opt.learning_rate * root2 / correction1, tf.float32)
+            epsilon_hat = tf.constant(opt.epsilon * root2, tf.float32)
         for var, m, v, grad in zip(self.var_list, self.slots[0], self.slots[1], grads, strict=True):
             tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=c["zero"],
                                          beta2_power=c["zero"], lr=alpha, beta1=c["beta1"], beta2=c["beta2"],
