@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def workload_tasks():  # noqa: ANN201
+def workload_tasks():
     """The two workloads as xfbench Tasks, built with the public task API (synthetic data, as the native loops)."""
     import numpy as np
 
