@@ -253,7 +253,7 @@ def test_num_steps_and_task_batches():
     batches = list(ref.task_batches(task, 3))  # 2 steps per epoch: epoch 0 then the first batch of epoch 1
     expected = [*task.epoch_order(0), task.epoch_order(1)[0]]
     assert len(batches) == 3
-    for (x, _), indices in zip(batches, expected):
+    for (x, _), indices in zip(batches, expected, strict=True):
         np.testing.assert_array_equal(x, task.data.x_train[indices])
     with pytest.raises(XfbenchError, match="only 2 batches"):
         ref.optimizer_steps(task, START, BATCHES, num_steps=3)

@@ -123,7 +123,11 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except XfbenchError as error:  # e.g. a malformed XFBENCH_EXTRA_BACKENDS
+        print(f"xfbench: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -5,6 +5,7 @@ Every bad value is rejected here, before any process starts, with one line namin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from xfbench import backends
 from xfbench.compare.timing import TimingOptions
 from xfbench.errors import XfbenchError, unknown_name
 from xfbench.machine import usable_cores
-from xfbench.tasks import DEFAULT_TASKS, Task, get_task
+from xfbench.tasks import BUILTIN_TASKS, DEFAULT_TASKS, Task, get_task
 
 DEVICES = ("cpu", "gpu")
 
@@ -55,8 +56,19 @@ def split_names(value: str | Sequence[str] | None) -> list[str] | None:
             if isinstance(item, Task) or item.strip()]
 
 
+def _names(what: str, value: str | Sequence[Any] | None, default: Sequence[Any]) -> list[Any]:
+    """The user's list, the default when not given, an error when given but empty (``--tasks ""``)."""
+    names = split_names(value)
+    if names is None:
+        return list(default)
+    if not names:
+        raise XfbenchError(f"--{what} is empty; give at least one, e.g. --{what} {default[0]}")
+    return names
+
+
 def _positive(name: str, value: Any, kind: type = int) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (kind is int and value != int(value)):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0
+            or (kind is int and value != int(value))):
         what = "a positive integer" if kind is int else "a positive number"
         raise XfbenchError(f"--{name} must be {what}, got {value!r}")
     return kind(value)
@@ -66,24 +78,36 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
               devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
               timeout: float = 600.0, seeds: int = 1, measure: bool = True,
               timing: TimingOptions | None = None) -> Plan:
-    """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks)."""
-    chosen_tasks: list[Task] = []
-    for entry in split_names(tasks) or list(DEFAULT_TASKS):  # type: ignore[arg-type]
-        task = entry if isinstance(entry, Task) else get_task(entry)
-        if epochs is not None:
-            task = task.replace(epochs=_positive("epochs", epochs))
-        chosen_tasks.append(task)
-    names = [task.name for task in chosen_tasks]
-    if len(set(names)) != len(names):
-        raise XfbenchError(f"task names must be unique within a run, got {names}")
-    chosen_backends = [backends.check_name(name) for name in split_names(backends_) or list(backends.DEFAULT_BACKENDS)]
-    chosen_devices = split_names(devices) or ["cpu"]
+    """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks).
+
+    Cheap checks come first, so a typo is reported before any data is loaded.
+    """
+    chosen_backends = [backends.check_name(name) for name in _names("backends", backends_, backends.DEFAULT_BACKENDS)]
+    chosen_devices = _names("devices", devices, ("cpu",))
     for device in chosen_devices:
         if device not in DEVICES:
             raise unknown_name("device", device, DEVICES)
-    threads = usable_cores() if threads is None else _positive("threads", threads)
+    cores = usable_cores()
+    threads = cores if threads is None else _positive("threads", threads)
+    if threads > cores:
+        raise XfbenchError(f"--threads {threads} is more than the {cores} usable cores here; choose 1 to {cores}")
+    timeout = _positive("timeout", timeout, float)
+    seeds = _positive("seeds", seeds)
+    if epochs is not None:
+        epochs = _positive("epochs", epochs)
+    entries = _names("tasks", tasks, DEFAULT_TASKS)
+    for entry in entries:
+        if not isinstance(entry, Task) and entry not in BUILTIN_TASKS:
+            raise unknown_name("task", entry, BUILTIN_TASKS)
+    chosen_tasks: list[Task] = []
+    for entry in entries:
+        task = entry if isinstance(entry, Task) else get_task(entry)
+        chosen_tasks.append(task if epochs is None else task.replace(epochs=epochs))
+    names = [task.name for task in chosen_tasks]
+    if len(set(names)) != len(names):
+        raise XfbenchError(f"task names must be unique within a run, got {names}")
     return Plan(
         tasks=chosen_tasks, backends=list(dict.fromkeys(chosen_backends)), devices=list(dict.fromkeys(chosen_devices)),
-        threads=threads, timeout=_positive("timeout", timeout, float), seeds=_positive("seeds", seeds),
+        threads=threads, timeout=timeout, seeds=seeds,
         measure=measure, timing=timing or TimingOptions(),
     )

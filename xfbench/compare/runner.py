@@ -183,7 +183,11 @@ def probe_backends(timeout: float = 120.0) -> list[list[str]]:
     seen: dict[str, dict[str, Any] | str] = {}
     with tempfile.TemporaryDirectory(prefix="xfbench-") as folder:
         for name in backends.backend_names():
-            backend = backends.get(name)
+            try:
+                backend = backends.get(name)
+            except Exception as error:  # a broken adapter module: say so, list the others
+                rows.append([name, "broken", "-", f"cannot load the adapter: {error}"])
+                continue
             reason = backend.unavailable_reason()
             if reason:
                 rows.append([name, "not installed", "-", reason])

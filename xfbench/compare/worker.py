@@ -67,7 +67,7 @@ def main(job_path: str, result_fd: int) -> int:
     for task in job["tasks"]:
         emit({"event": "start", "task": task.name})
         cell: dict[str, Any] = {
-            "task": task.name, "backend": backend.name, "device": {"kind": device_kind, "name": device_name},
+            "task": task.name, "backend": job["backend"], "device": {"kind": device_kind, "name": device_name},
             "versions": versions, "threads": threads,
         }
         try:

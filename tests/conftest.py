@@ -1,0 +1,95 @@
+"""Shared fixtures: every registered backend as a parameter, frameworks set up in-process once per backend, and one
+small real ``xfbench run`` shared by the CLI and schema tests.
+
+A backend whose framework is not installed is *skipped* with ``Backend.unavailable_reason()`` (never a silent pass).
+"""
+
+from __future__ import annotations
+
+import os
+
+# before anything imports TensorFlow (its C++ logging reads this at import time)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xfbench import backends
+from xfbench.backends.base import Backend
+
+REPO = Path(__file__).resolve().parent.parent
+THREADS = 2  # threads per framework for in-process tests (the CI machine has 2 cores)
+ALL_BACKENDS = ("tf-graph", "tf-eager", "torch", "jax")  # the built-in four, in the CLI's default order
+
+_ready: dict[str, Backend] = {}
+
+
+def ready_backend(name: str) -> Backend:
+    """The backend ``name`` with its framework imported and threads configured (once per process), or a skip
+    naming why its framework is unavailable."""
+    backend = backends.get(name)
+    reason = backend.unavailable_reason()
+    if reason:
+        pytest.skip(f"backend {name}: {reason}")
+    if name not in _ready:
+        backend.configure_threads(THREADS)
+        backend.setup(THREADS)
+        _ready[name] = backend
+    return _ready[name]
+
+
+@pytest.hookimpl(trylast=True)  # after the tests' own parametrize marks, so ids read ``test_trains[mlp-torch]``
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends.backend_names(), indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each registered backend (parametrized by ``pytest_generate_tests``), set up in this process."""
+    return ready_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def torch_backend() -> Backend:
+    """PyTorch, the channels-first adapter (the one whose layouts need converting)."""
+    return ready_backend("torch")
+
+
+# ------------------------------------------------------------------------------------ one small real run
+@dataclass(frozen=True)
+class CliRun:
+    """A finished ``python -m xfbench.cli ...`` subprocess."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    json_path: Path
+
+    def document(self) -> dict[str, Any]:
+        return json.loads(self.json_path.read_text(encoding="utf-8"))
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m xfbench.cli ARGS`` in a subprocess, from the repository root, with only the built-in backends."""
+    env = {key: value for key, value in os.environ.items() if key != "XFBENCH_EXTRA_BACKENDS"}
+    return subprocess.run([sys.executable, "-m", "xfbench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="session")
+def regression_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """``xfbench run --tasks regression --backends <all four> --epochs 5 --json PATH``, run once per session: the
+    CLI end-to-end test and the schema test both read it."""
+    path = tmp_path_factory.mktemp("run") / "sub" / "regression.json"  # a missing parent folder: save() creates it
+    args = ["run", "--tasks", "regression", "--backends", ",".join(ALL_BACKENDS), "--epochs", "5", "--threads",
+            str(THREADS), "--json", str(path)]
+    done = run_cli(*args)
+    return CliRun(args, done.returncode, done.stdout, done.stderr, path)

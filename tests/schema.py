@@ -1,0 +1,140 @@
+"""The result schema of docs/schema.md (``schema_version`` 1) as a checker other tests reuse.
+
+``check_result_schema(document)`` asserts that a result document (the parsed JSON) has every documented field with
+the documented type and range, and nothing undocumented. Cells that are not ``ok`` need only the identity fields and
+an ``error``; an ``ok`` cell needs its provenance, metrics, timing and memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from xfbench.tasks import get_task, task_names
+
+TOP_LEVEL = ["schema_version", "created", "machine", "config", "cells"]
+MACHINE = {"cpu": str, "cores": int, "os": str, "python": str}
+CONFIG = {"tasks": list, "task_descriptions": dict, "backends": list, "devices": list, "threads": int,
+          "timeout_s": float, "seeds": int, "epochs": dict}
+CELL = {"task", "backend", "device", "status", "error", "versions", "threads", "fingerprint", "metrics", "seed_metrics",
+        "timing", "memory", "parity"}
+STATUSES = ("ok", "unsupported", "error")
+PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
+STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "protocol")
+PROTOCOL = {"sync", "warmup_s", "min_block_s", "min_blocks", "max_blocks", "budget_s"}
+
+
+def _reject_constant(name: str) -> None:
+    raise AssertionError(f"non-standard JSON constant {name} (NaN/Infinity must be written as null)")
+
+
+def load_document(path: str | Path) -> dict[str, Any]:
+    """Parse a result file as strict, standard JSON."""
+    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+
+
+def _number(value: Any, where: str, low: float = -math.inf, high: float = math.inf, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    assert isinstance(value, kinds) and not isinstance(value, bool), f"{where}: expected a number, got {value!r}"
+    assert low <= value <= high, f"{where}: {value!r} not in [{low}, {high}]"
+
+
+def check_metrics(cell: dict[str, Any], where: str) -> None:
+    metrics = cell["metrics"]
+    if cell["task"] in task_names():  # built-in task: exactly its metrics, its loss and the training loss
+        expected = {*get_task(cell["task"]).metrics, "loss", "train_loss"}
+        assert set(metrics) == expected, f"{where}: metrics {sorted(metrics)}, expected {sorted(expected)}"
+    assert {"loss", "train_loss"} <= set(metrics), f"{where}: metrics lack loss/train_loss: {sorted(metrics)}"
+    for name, value in metrics.items():
+        if value is None:  # a diverged loss is written as null
+            continue
+        low, high = {"accuracy": (0, 1), "r2": (-math.inf, 1), "mse": (0, math.inf)}.get(name, (0, math.inf))
+        _number(value, f"{where}.metrics.{name}", low, high)
+
+
+def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
+    for name in PHASES:
+        _number(timing.get(name), f"{where}.timing.{name}", low=0)
+        assert timing[name] > 0, f"{where}.timing.{name} is 0: a measurement not taken must be null"
+    if not steady:
+        assert not set(STEADY) & set(timing), f"{where}: steady-state fields without measuring"
+        return
+    step = timing["step_ms"]
+    assert set(step) == {"median", "iqr", "min", "n"}, f"{where}.timing.step_ms: {sorted(step)}"
+    _number(step["n"], f"{where}.step_ms.n", low=1, integer=True)
+    _number(step["median"], f"{where}.step_ms.median", low=0)
+    _number(step["min"], f"{where}.step_ms.min", low=0)
+    _number(step["iqr"], f"{where}.step_ms.iqr", low=0)
+    assert 0 < step["min"] <= step["median"], f"{where}.step_ms: min {step['min']} median {step['median']}"
+    _number(timing["block_steps"], f"{where}.block_steps", low=1, integer=True)
+    assert timing["timed_steps"] == timing["block_steps"] * step["n"], f"{where}: timed_steps"
+    _number(timing["samples_per_s"], f"{where}.samples_per_s", low=0)
+    assert timing["samples_per_s"] > 0
+    assert timing["recompiles"] is None or (isinstance(timing["recompiles"], int) and timing["recompiles"] >= 0)
+    assert set(timing["protocol"]) == PROTOCOL, f"{where}.protocol: {sorted(timing['protocol'])}"
+
+
+def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, seeds: int = 1) -> None:
+    """One cell. ``steady``: the run measured steady-state timing (``xfbench run``; not ``parity``)."""
+    assert set(cell) == CELL, f"{where}: fields {sorted(cell)}; documented {sorted(CELL)}"
+    assert isinstance(cell["task"], str) and cell["task"], where
+    assert isinstance(cell["backend"], str) and cell["backend"], where
+    device = cell["device"]
+    assert set(device) == {"kind", "name"} and device["kind"] in ("cpu", "gpu"), f"{where}.device: {device}"
+    assert device["name"] is None or (isinstance(device["name"], str) and device["name"]), f"{where}.device: {device}"
+    assert cell["status"] in STATUSES, f"{where}.status: {cell['status']!r}"
+    assert isinstance(cell["seed_metrics"], list) and (cell["parity"] is None or isinstance(cell["parity"], dict))
+    for name in ("versions", "fingerprint", "metrics", "timing", "memory"):
+        assert isinstance(cell[name], dict), f"{where}.{name}: {cell[name]!r}"
+    if cell["status"] != "ok":
+        assert isinstance(cell["error"], str) and cell["error"], f"{where}: a {cell['status']} cell needs its reason"
+        return
+    assert cell["error"] is None, f"{where}: ok cell with error {cell['error']!r}"
+    assert device["name"], f"{where}: ok cell without a device name"
+    assert cell["versions"] and all(isinstance(v, str) for v in cell["versions"].values()), f"{where}.versions"
+    _number(cell["threads"], f"{where}.threads", low=1, integer=True)
+    fingerprint = cell["fingerprint"]
+    assert isinstance(fingerprint.get("dtype"), str), f"{where}.fingerprint: {fingerprint}"
+    assert fingerprint.get("layout") in ("NHWC", "NCHW"), f"{where}.fingerprint: {fingerprint}"
+    check_metrics(cell, where)
+    check_timing(cell["timing"], where, steady)
+    assert set(cell["memory"]) == {"peak_rss_mb", "device_peak_mb"}, f"{where}.memory: {cell['memory']}"
+    _number(cell["memory"]["peak_rss_mb"], f"{where}.memory.peak_rss_mb", low=1)
+    if device["kind"] == "cpu":
+        assert cell["memory"]["device_peak_mb"] is None, f"{where}: a CPU cell has no device memory counter"
+    if seeds > 1:
+        assert len(cell["seed_metrics"]) == seeds and cell["seed_metrics"][0] == cell["metrics"], where
+    else:
+        assert cell["seed_metrics"] == [], where
+
+
+def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
+    """A whole result document: top level, machine, config, and one cell per task x backend x device."""
+    assert set(document) == set(TOP_LEVEL), f"top-level keys {list(document)}; documented {TOP_LEVEL}"
+    assert next(iter(document)) == "schema_version", "schema_version must come first (readers check it first)"
+    assert document["schema_version"] == 1
+    created = datetime.datetime.fromisoformat(document["created"])
+    assert created.utcoffset() == datetime.timedelta(0), f"created is not UTC: {document['created']}"
+    machine = document["machine"]
+    for name, kind in MACHINE.items():
+        assert isinstance(machine.get(name), kind) and machine[name], f"machine.{name}: {machine.get(name)!r}"
+    assert machine["cores"] >= 1
+    config = document["config"]
+    for name, kind in CONFIG.items():
+        assert isinstance(config.get(name), kind), f"config.{name}: {config.get(name)!r}"
+    cells = document["cells"]
+    assert isinstance(cells, list)
+    expected = sorted((task, backend, device) for task in config["tasks"] for backend in config["backends"]
+                      for device in config["devices"])
+    keys = [(cell.get("task"), cell.get("backend"), (cell.get("device") or {}).get("kind")) for cell in cells]
+    assert sorted(keys) == expected, f"cells {keys}; expected one per task x backend x device"
+    tasks_in_order = [key[0] for key in keys]
+    assert tasks_in_order == sorted(tasks_in_order, key=config["tasks"].index), "cells are not in task order"
+    for index, cell in enumerate(cells):
+        where = f"cells[{index}] ({cell['task']}, {cell['backend']}, {cell['device']['kind']})"
+        check_cell(cell, where, steady=steady, seeds=config["seeds"])
+        if cell["status"] == "ok":
+            assert cell["threads"] == config["threads"], where

@@ -1,0 +1,117 @@
+"""The command line, in subprocesses: help, one-line errors with exit code 2, a real run, list."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ALL_BACKENDS, CliRun, run_cli
+
+
+@pytest.mark.parametrize("command", ["run", "parity", "list"])
+def test_help(command: str):
+    done = run_cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: xfbench {command}")
+    assert done.stderr == ""
+
+
+def test_top_level_help():
+    done = run_cli("--help")
+    assert done.returncode == 0
+    assert all(command in done.stdout for command in ("run", "parity", "list"))
+
+
+def test_no_command_prints_help_and_exits_2():
+    done = run_cli()
+    assert done.returncode == 2
+    assert done.stdout.startswith("usage: xfbench")
+
+
+BACKEND_ERROR = "xfbench: error: unknown backend 'pytorch'; choose one of: jax, tf-eager, tf-graph, torch"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    pytest.param(["run", "--backends", "pytorch"], BACKEND_ERROR, id="run-backend"),
+    pytest.param(["run", "--backends", "torch,pytorch"], BACKEND_ERROR, id="run-second-backend"),
+    pytest.param(["run", "--devices", "tpu"], "xfbench: error: unknown device 'tpu'; choose one of: cpu, gpu",
+                 id="run-device"),
+    pytest.param(["run", "--tasks", "nope"],
+                 "xfbench: error: unknown task 'nope'; choose one of: cnn, cnn28, mlp, mlp-binary, regression",
+                 id="run-task"),
+    pytest.param(["run", "--threads", "0"], "xfbench: error: --threads must be a positive integer, got 0",
+                 id="run-threads-0"),
+    pytest.param(["run", "--threads", "x"],
+                 "xfbench run: error: argument --threads: invalid int value: 'x' (see xfbench run --help)",
+                 id="run-threads-x"),
+    pytest.param(["run", "--epochs", "-1", "--tasks", "regression"],
+                 "xfbench: error: --epochs must be a positive integer, got -1",
+                 id="run-epochs"),
+    pytest.param(["run", "--seeds", "0", "--tasks", "regression"],
+                 "xfbench: error: --seeds must be a positive integer, got 0", id="run-seeds"),
+    pytest.param(["run", "--timeout", "0", "--tasks", "regression"],
+                 "xfbench: error: --timeout must be a positive number, got 0.0",
+                 id="run-timeout"),
+    pytest.param(["run", "--bogus"], "xfbench: error: unrecognized arguments: --bogus (see xfbench --help)",
+                 id="run-unknown-flag"),
+    pytest.param(["bench"], None, id="unknown-command"),
+    pytest.param(["parity", "--backends", "pytorch"], BACKEND_ERROR, id="parity-backend"),
+    pytest.param(["parity", "--steps", "0"], "xfbench: error: --steps must be a positive integer, got 0",
+                 id="parity-steps"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], expected: str | None):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    if expected is None:
+        assert lines[0].startswith("xfbench: error: argument COMMAND: invalid choice: 'bench'")
+    else:
+        assert lines[0] == expected
+
+
+def test_run_end_to_end(regression_run: CliRun):
+    """``xfbench run --tasks regression --backends tf-graph,tf-eager,torch,jax --epochs 5 --json PATH``."""
+    done = regression_run
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.splitlines()
+    assert table[0].startswith("regression on cpu (") and "linear regression" in table[0]
+    assert table[1].split()[:2] == ["backend", "accuracy"]
+    rows = {line.split()[0]: line for line in table[3:3 + len(ALL_BACKENDS)]}
+    assert sorted(rows) == sorted(ALL_BACKENDS)
+    for row in rows.values():
+        if row.split()[-1] == "ok":
+            # 5 full-batch epochs get the regression only part of the way: R² well above 0, below 1
+            assert 0.3 < float(row.split()[1]) < 0.999, row
+        else:
+            assert "unsupported" in row and "pip install" in row, row  # only a missing framework may skip it
+    assert f"result written to {done.json_path}" in done.stdout
+    assert done.json_path.is_file()
+    # progress goes to stderr, one "xfbench: " line each; frameworks' logs go nowhere
+    assert done.stderr and all(line.startswith("xfbench: ") for line in done.stderr.splitlines())
+    document = done.document()
+    assert [(cell["task"], cell["backend"]) for cell in document["cells"]] == [("regression", b) for b in ALL_BACKENDS]
+    assert document["config"]["epochs"] == {"regression": 5} and document["config"]["threads"] == 2
+
+
+def test_run_json_matches_table(regression_run: CliRun):
+    """The R² in the table is the JSON's, to the 4 decimals shown."""
+    document = regression_run.document()
+    for cell in document["cells"]:
+        if cell["status"] == "ok":
+            row = next(line for line in regression_run.stdout.splitlines() if line.split()[:1] == [cell["backend"]])
+            assert row.split()[1] == f"{cell['metrics']['r2']:.4f}"
+
+
+def test_list():
+    done = run_cli("list")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    for task in ("regression", "mlp", "mlp-binary", "cnn", "cnn28"):
+        assert task in rows
+    for backend in ALL_BACKENDS:
+        assert backend in rows
+        assert "installed" in rows[backend]
+        if "not installed" not in rows[backend]:
+            assert "cpu: " in rows[backend]
+    assert done.stderr == ""  # frameworks' import chatter stays in the worker logs
