@@ -32,14 +32,20 @@ LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 # name -> shape, in canonical (TF/JAX) layout, in forward order.
 PARAM_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
     "mlp": {
-        "w1": (784, 256), "b1": (256,),
-        "w2": (256, 256), "b2": (256,),
-        "w3": (256, 10), "b3": (10,),
+        "w1": (784, 256),
+        "b1": (256,),
+        "w2": (256, 256),
+        "b2": (256,),
+        "w3": (256, 10),
+        "b3": (10,),
     },
     "cnn": {
-        "c1": (3, 3, 1, 32), "cb1": (32,),
-        "c2": (3, 3, 32, 64), "cb2": (64,),
-        "w": (5 * 5 * 64, 10), "b": (10,),  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5; flattened in HWC order
+        "c1": (3, 3, 1, 32),
+        "cb1": (32,),
+        "c2": (3, 3, 32, 64),
+        "cb2": (64,),
+        "w": (5 * 5 * 64, 10),
+        "b": (10,),  # 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5; flattened in HWC order
     },
 }
 INPUT_SHAPE = {"mlp": (784,), "cnn": (28, 28, 1)}

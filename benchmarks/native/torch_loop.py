@@ -26,12 +26,18 @@ def make_model(workload: str, seed: int) -> Any:
         weights = [p["w1"].T, p["b1"], p["w2"].T, p["b2"], p["w3"].T, p["b3"]]
     else:
         model = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(5 * 5 * 64, 10),
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(5 * 5 * 64, 10),
         )
         dense_chw = p["w"].reshape(5, 5, 64, 10).transpose(2, 0, 1, 3).reshape(-1, 10)
-        weights = [p["c1"].transpose(3, 2, 0, 1), p["cb1"], p["c2"].transpose(3, 2, 0, 1), p["cb2"], dense_chw.T, p["b"]]
+        oihw = (3, 2, 0, 1)
+        weights = [p["c1"].transpose(oihw), p["cb1"], p["c2"].transpose(oihw), p["cb2"], dense_chw.T, p["b"]]
     with torch.no_grad():
         for param, w in zip(model.parameters(), weights, strict=True):
             param.copy_(torch.from_numpy(w.copy()))
@@ -46,7 +52,8 @@ def build(workload: str, seed: int, channels_last: bool = False, adam: str = "fu
     fmt = torch.channels_last if channels_last and workload == "cnn" else torch.contiguous_format
     model = make_model(workload, seed).to(memory_format=fmt)
     flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[adam]
-    opt = torch.optim.Adam(model.parameters(), lr=common.LR, betas=(common.BETA1, common.BETA2), eps=common.EPS, **flags)
+    betas = (common.BETA1, common.BETA2)
+    opt = torch.optim.Adam(model.parameters(), lr=common.LR, betas=betas, eps=common.EPS, **flags)
 
     # Data goes to the device once; one epoch's 40 batches are gathered once, before timing.
     x_np, y_np = common.make_data(workload, seed)

@@ -38,13 +38,8 @@ def make_forward(task: Task):
             padding = common.conv_padding(task, index)
             steps.append(lambda p, x, k=prefix, s=layer.strides, pad=padding: lax.conv_general_dilated(
                 x, p[f"{k}.kernel"], s, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")) + p[f"{k}.bias"])
-        elif isinstance(layer, MaxPool2D):
-            steps.append(lambda p, x, w=(1, *layer.pool_size, 1), s=(1, *layer.strides, 1): lax.reduce_window(
-                x, -jnp.inf, lax.max, w, s, "VALID"))
-        elif isinstance(layer, AvgPool2D):
-            size = layer.pool_size[0] * layer.pool_size[1]
-            steps.append(lambda p, x, w=(1, *layer.pool_size, 1), s=(1, *layer.strides, 1), n=size: lax.reduce_window(
-                x, 0.0, lax.add, w, s, "VALID") / n)
+        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
+            steps.append(make_pool(layer))
         elif isinstance(layer, Flatten):
             steps.append(lambda p, x: x.reshape(x.shape[0], -1))
         activation = common.layer_activation(layer)
@@ -57,6 +52,28 @@ def make_forward(task: Task):
         return x
 
     return forward
+
+
+def make_pool(layer: MaxPool2D | AvgPool2D):  # noqa: ANN201
+    """Pooling. Non-overlapping windows (strides == pool size, the common case) pool by reshape + max/mean:
+    on CPU its gradient is a cheap fusion, while ``lax.reduce_window``'s select-and-scatter gradient made the CNN
+    step ~1.4x slower (measured in benchmarks/native). Overlapping windows use ``reduce_window``."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    is_max = isinstance(layer, MaxPool2D)
+    (pool_h, pool_w), strides = layer.pool_size, layer.strides
+    if strides == layer.pool_size:
+        def pool(p, x):  # noqa: ANN001, ANN202
+            n, height, width, channels = x.shape
+            out_h, out_w = height // pool_h, width // pool_w
+            x = x[:, :out_h * pool_h, :out_w * pool_w, :].reshape(n, out_h, pool_h, out_w, pool_w, channels)
+            return x.max(axis=(2, 4)) if is_max else x.mean(axis=(2, 4))
+        return pool
+    window, stride = (1, pool_h, pool_w, 1), (1, *strides, 1)
+    if is_max:
+        return lambda p, x: lax.reduce_window(x, -jnp.inf, lax.max, window, stride, "VALID")
+    return lambda p, x: lax.reduce_window(x, 0.0, lax.add, window, stride, "VALID") / (pool_h * pool_w)
 
 
 def make_loss(task: Task):

@@ -60,6 +60,13 @@ def make_forward(task: Task, variables: dict[str, tf.Variable]):
     return forward
 
 
+def use_xla(task: Task, device: str) -> bool:
+    """Whether tf-graph compiles the step with XLA (``jit_compile=True``): on GPU always; on CPU only for models
+    without convolutions. Measured on CPU, 2 threads: MLP 784-256-256-10 step 2.14 ms with XLA vs 2.47 ms
+    without; 28x28 CNN 42.6 ms with XLA vs 16.9 ms without (XLA's CPU convolutions are slow)."""
+    return device.startswith("/GPU") or not any(isinstance(layer, Conv2D) for layer in task.layers)
+
+
 class TensorFlowTrainer(Trainer):
     def __init__(self, task: Task, device: str, weights: Weights, graph: bool) -> None:
         import tensorflow as tf
@@ -98,7 +105,8 @@ class TensorFlowTrainer(Trainer):
                                   epsilon=tf.constant(opt.epsilon, tf.float32),
                                   log_beta1_f64=adam["log_beta1"], log_beta2_f64=adam["log_beta2"])
         self.host_step = 0
-        self._step = tf.function(self._step_impl) if graph else self._step_impl
+        self.jit_compile = graph and use_xla(task, device)
+        self._step = tf.function(self._step_impl, jit_compile=self.jit_compile) if graph else self._step_impl
         self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
         self._predict = tf.function(self.forward) if graph else self.forward
         self.x_batches: list[tf.Tensor] = []
@@ -231,7 +239,7 @@ class TensorFlowBackend(Backend):
         return {
             "dtype": "float32",
             "layout": self.layout,
-            "mode": "graph (tf.function)" if self.graph else "eager",
+            "mode": ("graph (tf.function, XLA where it is faster: see use_xla)" if self.graph else "eager"),
             "matmul_precision": "tf32" if tf.config.experimental.tensor_float_32_execution_enabled() else "float32",
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

@@ -1,6 +1,6 @@
 """PyTorch adapter (eager mode), in PyTorch's own idiom: ``nn.Sequential`` of modules, ``torch.optim``.
 
-Images are NCHW with OIHW kernels (PyTorch's native layout); weights are converted from and to the neutral
+Images are logical NCHW with OIHW kernels (PyTorch's convention) stored channels_last; weights are converted from and to the neutral
 layout in ``backends.common`` (including the flatten order after a conv stack). float32 throughout; TF32 is
 switched off on GPU so every backend computes in full float32.
 """
@@ -30,16 +30,22 @@ class TorchTrainer(Trainer):
         self.task = task
         self.device = device
         self.images = len(task.input_shape) == 3
-        self.model = self._build_model().to(device)
+        # Images: logical NCHW in channels_last memory (NHWC). PyTorch's CPU kernels run the whole conv -> relu ->
+        # max-pool chain in that format much faster: max_pool2d took 5.9 ms per call in NCHW memory vs 0.66 ms
+        # in channels_last on the 28x28 CNN (torch.profiler, 2 threads), 1.1-1.6x on the whole step.
+        self.memory_format = torch.channels_last if self.images else torch.contiguous_format
+        self.model = self._build_model().to(device, memory_format=self.memory_format)
         self.names = task.param_names()
         self.params = [param for _, param in self.model.named_parameters()]
         self.set_weights(weights)
         opt = task.optimizer
+        # fused=True: one kernel per parameter instead of a chain of foreach ops; measured 2.21 -> 1.74 ms per
+        # MLP 784-256-256-10 step on 2 CPU threads (same process, alternating; benchmarks/native agrees)
         if isinstance(opt, SGD):
-            self.optimizer = torch.optim.SGD(self.params, lr=opt.learning_rate, momentum=opt.momentum)
+            self.optimizer = torch.optim.SGD(self.params, lr=opt.learning_rate, momentum=opt.momentum, fused=True)
         else:
             self.optimizer = torch.optim.Adam(
-                self.params, lr=opt.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.epsilon, foreach=True,
+                self.params, lr=opt.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.epsilon, fused=True,
             )
         self.loss_fn = {
             "mse": F.mse_loss,
@@ -79,8 +85,8 @@ class TorchTrainer(Trainer):
         return nn.Sequential(*modules)
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
-        array = common.nhwc_to_nchw(x) if self.images else x
-        return self._torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.device)
+        tensor = self._torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        return tensor.permute(0, 3, 1, 2) if self.images else tensor  # NHWC memory viewed as NCHW: channels_last
 
     def set_weights(self, weights: Weights) -> None:
         converted = common.to_channels_first(self.task, weights)
@@ -90,9 +96,10 @@ class TorchTrainer(Trainer):
 
     def set_epoch(self, order: np.ndarray) -> None:
         index = self._torch.from_numpy(order.reshape(-1)).to(self.device)
-        steps, batch = order.shape
-        self.x_batches = self.x_train.index_select(0, index).view(steps, batch, *self.x_train.shape[1:])
-        self.y_batches = self.y_train.index_select(0, index).view(steps, batch, *self.y_train.shape[1:])
+        batch = order.shape[1]
+        x = self.x_train.index_select(0, index).contiguous(memory_format=self.memory_format)
+        self.x_batches = x.split(batch)
+        self.y_batches = self.y_train.index_select(0, index).split(batch)
 
     def train_step(self, batch: int) -> Any:
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,7 +178,7 @@ class TorchBackend(Backend):
 
         return {
             "dtype": "float32",
-            "layout": self.layout,
+            "layout": "NCHW (channels_last memory)",
             "matmul_precision": "float32" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
             "conv_precision": "float32" if not torch.backends.cudnn.allow_tf32 else "tf32",
             "intra_op_threads": torch.get_num_threads(),
@@ -180,7 +187,7 @@ class TorchBackend(Backend):
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "mkldnn": bool(torch.backends.mkldnn.is_available()),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "optimizer_impl": "torch.optim (foreach)",
+            "optimizer_impl": "torch.optim (fused)",
         }
 
     def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
