@@ -54,7 +54,7 @@ def make_forward(task: Task):
     return forward
 
 
-def make_pool(layer: MaxPool2D | AvgPool2D):  # noqa: ANN201
+def make_pool(layer: MaxPool2D | AvgPool2D):
     """Pooling. Non-overlapping windows (strides == pool size, the common case) pool by reshape + max/mean:
     on CPU its gradient is a cheap fusion, while ``lax.reduce_window``'s select-and-scatter gradient made the CNN
     step ~1.4x slower (measured in benchmarks/native). Overlapping windows use ``reduce_window``."""
@@ -64,7 +64,7 @@ def make_pool(layer: MaxPool2D | AvgPool2D):  # noqa: ANN201
     is_max = isinstance(layer, MaxPool2D)
     (pool_h, pool_w), strides = layer.pool_size, layer.strides
     if strides == layer.pool_size:
-        def pool(p, x):  # noqa: ANN001, ANN202
+        def pool(p, x):
             n, height, width, channels = x.shape
             out_h, out_w = height // pool_h, width // pool_w
             x = x[:, :out_h * pool_h, :out_w * pool_w, :].reshape(n, out_h, pool_h, out_w, pool_w, channels)

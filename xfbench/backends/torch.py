@@ -1,8 +1,8 @@
 """PyTorch adapter (eager mode), in PyTorch's own idiom: ``nn.Sequential`` of modules, ``torch.optim``.
 
-Images are logical NCHW with OIHW kernels (PyTorch's convention) stored channels_last; weights are converted from and to the neutral
-layout in ``backends.common`` (including the flatten order after a conv stack). float32 throughout; TF32 is
-switched off on GPU so every backend computes in full float32.
+Images are logical NCHW with OIHW kernels (PyTorch's convention), stored channels_last; weights are converted
+from and to the neutral layout in ``backends.common`` (including the flatten order after a conv stack).
+float32 throughout; TF32 is switched off on GPU so every backend computes in full float32.
 """
 
 from __future__ import annotations
