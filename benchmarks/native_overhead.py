@@ -10,7 +10,7 @@ xfbench / native is taken within each round and the median over rounds is report
 It also measures this machine's float32 matrix-multiply rate (NumPy/BLAS, same thread count), counts each
 workload's FLOPs per step from the spec, and prints the fraction of that floor each backend reaches.
 
-Usage: python benchmarks/native_overhead.py [--rounds 3] [--seconds 3] [--threads N] [--backends ...]
+Usage: python benchmarks/native_overhead.py [--rounds 6] [--seconds 1.5] [--threads N] [--backends ...] [--json PATH]
 The last line is ``max ratio: X.XX``.
 """
 
@@ -39,8 +39,9 @@ WORKLOADS = ("mlp", "cnn")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=1.5,
+                        help="timed seconds per measurement (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for every side")
     parser.add_argument("--backends", default=",".join(MODES), help="comma-separated (default: all four)")
     parser.add_argument("--json", metavar="PATH", help="also write all measurements as JSON")
@@ -77,16 +78,18 @@ def workload_tasks():
     return tasks
 
 
-def run_native(backend: str, workload: str, args: argparse.Namespace) -> float:
+def run_native(backend: str, args: argparse.Namespace) -> dict[str, float]:
+    """Median step ms of both workloads from one native process (one framework import)."""
     script, mode = MODES[backend]
-    command = [sys.executable, os.path.join(HERE, "native", script), "--workload", workload,
+    command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(WORKLOADS),
                "--threads", str(args.threads), "--seconds", str(args.seconds)]
     if script == "tf_loop.py":
         command += ["--mode", mode]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"native {backend} {workload} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["step_ms"]["median"]
+        raise RuntimeError(f"native {backend} failed: {done.stderr.strip().splitlines()[-1:]}")
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
+    return {line["workload"]: line["step_ms"]["median"] for line in lines}
 
 
 def run_xfbench(backend: str, tasks: dict, args: argparse.Namespace) -> dict[str, float]:
@@ -136,8 +139,8 @@ def main() -> int:
             sides = ["native", "xfbench"] if round_number % 2 == 0 else ["xfbench", "native"]
             for side in sides:
                 if side == "native":
-                    for workload in WORKLOADS:
-                        native.setdefault((backend, workload), []).append(run_native(backend, workload, args))
+                    for workload, value in run_native(backend, args).items():
+                        native.setdefault((backend, workload), []).append(value)
                 else:
                     for workload, value in run_xfbench(backend, tasks, args).items():
                         ours.setdefault((backend, workload), []).append(value)

@@ -51,10 +51,19 @@ PARAM_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
 INPUT_SHAPE = {"mlp": (784,), "cnn": (28, 28, 1)}
 
 
+def _workloads(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    bad = [name for name in names if name not in PARAM_SHAPES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown workload {value!r}; choose mlp, cnn or mlp,cnn")
+    return names
+
+
 def parse_args(framework: str) -> argparse.Namespace:
     """Parse the common command line; `--mode` is only meaningful for TF."""
     p = argparse.ArgumentParser(description=f"native {framework} training loop benchmark")
-    p.add_argument("--workload", choices=("mlp", "cnn"), required=True)
+    p.add_argument("--workload", required=True, type=_workloads,
+                   help="mlp, cnn, or both as mlp,cnn (one JSON line each, one framework import)")
     p.add_argument("--mode", choices=("graph", "eager"), default="graph")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seconds", type=float, default=3.0)
@@ -169,12 +178,13 @@ def time_steps(
     }
 
 
-def emit(framework: str, mode: str, args: argparse.Namespace, timing: dict[str, Any], versions: dict[str, str]) -> None:
+def emit(framework: str, mode: str, args: argparse.Namespace, timing: dict[str, Any], versions: dict[str, str],
+         workload: str) -> None:
     """Print the single JSON result line (last line of stdout)."""
     result = {
         "framework": framework,
         "mode": mode,
-        "workload": args.workload,
+        "workload": workload,
         "step_ms": {k: round(v, 4) if isinstance(v, float) else v for k, v in timing["step_ms"].items()},
         "first_step_s": round(timing["first_step_s"], 4),
         "threads": args.threads,

@@ -112,9 +112,10 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    step, sync = build(args.workload, args.mode, args.seed)
-    timing = common.time_steps(step, sync, args.seconds)
-    common.emit("tensorflow", args.mode, args, timing, {"tensorflow": tf.__version__})
+    for workload in args.workload:
+        step, sync = build(workload, args.mode, args.seed)
+        timing = common.time_steps(step, sync, args.seconds)
+        common.emit("tensorflow", args.mode, args, timing, {"tensorflow": tf.__version__}, workload)
 
 
 if __name__ == "__main__":

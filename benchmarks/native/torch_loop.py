@@ -85,9 +85,10 @@ def main() -> None:
     with common.quiet_stderr():
         import torch
     torch.set_num_threads(args.threads)
-    step, sync = build(args.workload, args.seed)
-    timing = common.time_steps(step, sync, args.seconds)
-    common.emit("torch", "eager", args, timing, {"torch": torch.__version__})
+    for workload in args.workload:
+        step, sync = build(workload, args.seed)
+        timing = common.time_steps(step, sync, args.seconds)
+        common.emit("torch", "eager", args, timing, {"torch": torch.__version__}, workload)
 
 
 if __name__ == "__main__":
