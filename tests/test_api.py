@@ -271,3 +271,12 @@ def test_empty_lists_and_too_many_threads(kwargs: dict, message: str):
     with pytest.raises(XfbenchError) as caught:
         make_plan(**{"tasks": "regression", "backends_": "torch", **kwargs})
     assert str(caught.value) == message.format(cores=usable_cores())
+
+
+def test_binary_targets_must_be_probabilities():
+    from xfbench.tasks import Adam, Dataset, Dense, Task
+
+    x = np.zeros((8, 2), np.float32)
+    y = np.full((8, 1), 2.0, np.float32)
+    with pytest.raises(XfbenchError, match=r"targets in \[0, 1\]"):
+        Task("t", Dataset(x, y, x, y), (Dense(1),), "sigmoid_binary_cross_entropy", Adam(), batch_size=4, epochs=1)

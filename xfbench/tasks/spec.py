@@ -6,6 +6,11 @@ Rules of this module:
   the loss reduction), so each backend adapter builds exactly the same computation.
 - The neutral layouts: images are NHWC, conv kernels are HWIO (height, width, in, out), dense kernels are
   (in, out), and ``Flatten`` flattens in H, W, C order. Adapters convert to their own layouts.
+- Losses are means over all elements: over the batch for cross-entropy, over batch x outputs for mse and
+  sigmoid binary cross-entropy (what Keras and PyTorch compute). Cross-entropy losses take logits.
+- Where a function has no derivative, the reference takes relu'(0) = 0 and routes a max-pool window's gradient
+  to its first maximum (row-major), as the frameworks do.
+- Epochs are numbered from 0: epoch ``e`` uses ``Task.epoch_order(e)``.
 
 Example:
     >>> import numpy as np
@@ -274,6 +279,8 @@ class Task:
                     raise XfbenchError(f"labels must be in [0, {out[0]}) for a model with {out[0]} outputs")
             elif y.shape[1:] != out or y.dtype != np.float32:
                 raise XfbenchError(f"{self.loss} needs float32 targets of shape (n, {out[0]}), got {y.dtype} {y.shape}")
+            elif self.loss == "sigmoid_binary_cross_entropy" and y.size and (y.min() < 0 or y.max() > 1):
+                raise XfbenchError("sigmoid_binary_cross_entropy needs targets in [0, 1] (probabilities or 0/1 labels)")
 
     @property
     def num_train(self) -> int:
