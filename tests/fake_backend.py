@@ -3,6 +3,8 @@
 ``ReferenceBackend`` trains with the float64 NumPy reference (``xfbench.tasks.reference``): a real, framework-free
 adapter, so a worker starts in well under a second and the tests do not depend on any framework being installed.
 ``CrashingBackend`` misbehaves for tasks with special names; ``MissingBackend``'s "framework" does not exist.
+``WrongFlattenTorchBackend`` and ``SwappedKernelTorchBackend`` are PyTorch adapters with a deliberately wrong layout
+conversion, for the parity tests.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from xfbench.backends import common
 from xfbench.backends.base import Backend, Trainer, Weights
+from xfbench.backends.torch import TorchBackend, TorchTrainer
 from xfbench.tasks import reference
 from xfbench.tasks.spec import SGD, Task
 
@@ -109,3 +113,92 @@ class MissingBackend(ReferenceBackend):
     module = "no_such_framework_xyz"
     distribution = "no-such-framework-xyz"
     extra = "no_such_framework_xyz"
+
+
+# ------------------------------------------------------------------- deliberately wrong layout conversions
+# The wrong conversion is used consistently (loading weights, reading weights and gradients back), so weights
+# round-trip exactly and training runs without an error: only the computed function differs, which is what parity
+# checking has to catch. Importing this module imports no framework; PyTorch is imported in ``build``.
+def to_torch_without_flatten_permutation(task: Task, weights: Weights) -> Weights:
+    """Neutral -> PyTorch layouts, forgetting that a channels-first Flatten orders the dense rows C-H-W."""
+    converted = common.to_channels_first(task, weights)  # correct for conv kernels and biases
+    for name in common.flatten_permutations(task):
+        converted[name] = np.ascontiguousarray(weights[name].T, dtype=np.float32)  # rows left in H-W-C order
+    return converted
+
+
+def from_torch_without_flatten_permutation(task: Task, weights: Weights) -> Weights:
+    """The exact inverse of :func:`to_torch_without_flatten_permutation`."""
+    converted = common.from_channels_first(task, weights)
+    for name in common.flatten_permutations(task):
+        converted[name] = np.ascontiguousarray(weights[name].T, dtype=np.float32)
+    return converted
+
+
+def to_torch_swapping_kernel_hw(task: Task, weights: Weights) -> Weights:
+    """Neutral -> PyTorch layouts with conv kernels permuted to (O, I, W, H), H and W swapped, and written into the
+    (O, I, kh, kw) parameter in memory order, as a flat-buffer weight loader would: for a square kernel that is the
+    spatially transposed kernel, for a non-square one scrambled taps. Everything else is converted correctly."""
+    converted = common.to_channels_first(task, weights)
+    for name, value in weights.items():
+        if name.endswith("Conv2D.kernel"):
+            height, width, channels, filters = value.shape
+            converted[name] = np.ascontiguousarray(
+                value.transpose(3, 2, 1, 0).reshape(filters, channels, height, width), dtype=np.float32)
+    return converted
+
+
+def from_torch_swapping_kernel_hw(task: Task, weights: Weights) -> Weights:
+    """The exact inverse of :func:`to_torch_swapping_kernel_hw`."""
+    converted = common.from_channels_first(task, weights)
+    for name, value in weights.items():
+        if name.endswith("Conv2D.kernel"):
+            filters, channels, height, width = value.shape
+            converted[name] = np.ascontiguousarray(
+                value.reshape(filters, channels, width, height).transpose(3, 2, 1, 0), dtype=np.float32)
+    return converted
+
+
+class WrongLayoutTorchTrainer(TorchTrainer):
+    """``TorchTrainer`` with its neutral <-> PyTorch weight conversion replaced by ``to_torch`` / ``from_torch``."""
+
+    to_torch = staticmethod(to_torch_without_flatten_permutation)
+    from_torch = staticmethod(from_torch_without_flatten_permutation)
+
+    def _reported(self, neutral: Weights) -> Weights:
+        """What the wrong adapter reports, from what the correct conversion made of the PyTorch tensors."""
+        return self.from_torch(self.task, common.to_channels_first(self.task, neutral))
+
+    def set_weights(self, weights: Weights) -> None:  # the parameters end up holding to_torch(weights)
+        super().set_weights(common.from_channels_first(self.task, self.to_torch(self.task, weights)))
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        loss, grads = super().loss_and_grads(x, y)
+        return loss, self._reported(grads)
+
+    def get_weights(self) -> Weights:
+        return self._reported(super().get_weights())
+
+
+class SwappedKernelTrainer(WrongLayoutTorchTrainer):
+    to_torch = staticmethod(to_torch_swapping_kernel_hw)
+    from_torch = staticmethod(from_torch_swapping_kernel_hw)
+
+
+class WrongFlattenTorchBackend(TorchBackend):
+    """PyTorch with the dense kernel after a Flatten of feature maps loaded without the C-H-W row permutation."""
+
+    name = "fake-torch-flatten"
+    trainer = WrongLayoutTorchTrainer
+
+    def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
+        import torch
+
+        return self.trainer(task, torch.device("cuda" if device_kind == "gpu" else "cpu"), weights)
+
+
+class SwappedKernelTorchBackend(WrongFlattenTorchBackend):
+    """PyTorch with conv kernels loaded with H and W swapped (dense kernels correct)."""
+
+    name = "fake-torch-kernel-hw"
+    trainer = SwappedKernelTrainer

@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="train tasks on backends and devices; print accuracy and speed tables",
-        description="Train every task on every backend and device, each (backend, device) in its own fresh "
-                    "process, and report accuracy, step time (median and IQR of synced blocks after warm-up), "
-                    "samples/s, first-step (trace/compile) time, training time and peak memory.",
+        description="Train every task on every backend and device, each (backend, device) in its own fresh\n"
+                    "process with the same data, batches, initial weights, optimizer and threads, and report\n"
+                    "accuracy, step time (median and IQR of synced blocks after warm-up), samples/s, first-step\n"
+                    "(trace/compile) time, training time and peak memory.",
         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_matrix_arguments(run)

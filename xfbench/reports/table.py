@@ -73,8 +73,10 @@ def rows(cells: list[Cell], with_parity: bool) -> list[list[str]]:
 def spread_note(cells: list[Cell]) -> str | None:
     """With several seeds: do the backends' mean accuracies differ by more than their seed-to-seed spread?"""
     stats = []
+    label = "accuracy"
     for cell in cells:
         name = next((metric for metric in QUALITY if metric in cell.metrics), None)
+        label = {"r2": "R²"}.get(name or "", name or label)
         values = [m[name] for m in cell.seed_metrics if name and m.get(name) is not None]
         if len(values) > 1:
             stats.append((cell.backend, statistics.mean(values), statistics.stdev(values), len(values)))
@@ -85,7 +87,7 @@ def spread_note(cells: list[Cell]) -> str | None:
     band = 2 * max(std for _, _, std, _ in stats) * math.sqrt(2 / min(n for *_, n in stats))
     gap = max(means) - min(means)
     verdict = "within" if gap <= band else "MORE than"
-    return (f"accuracy gap between backends {gap:.4f} is {verdict} what seed-to-seed spread explains "
+    return (f"{label} gap between backends {gap:.4f} is {verdict} what seed-to-seed spread explains "
             f"(±{band:.4f}, 2 standard errors over {min(n for *_, n in stats)} seeds)")
 
 
