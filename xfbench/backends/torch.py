@@ -178,7 +178,8 @@ class TorchBackend(Backend):
 
         return {
             "dtype": "float32",
-            "layout": "NCHW (channels_last memory)",
+            "layout": self.layout,
+            "image_memory_format": "channels_last",
             "matmul_precision": "float32" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
             "conv_precision": "float32" if not torch.backends.cudnn.allow_tf32 else "tf32",
             "intra_op_threads": torch.get_num_threads(),
