@@ -19,11 +19,11 @@ EPILOG_RUN = """examples:
 """
 
 
-def _add_matrix_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_matrix_arguments(parser: argparse.ArgumentParser, all_tasks: bool = False) -> None:
     from xfbench.backends import DEFAULT_BACKENDS
     from xfbench.tasks import DEFAULT_TASKS, task_names
 
-    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+    parser.add_argument("--tasks", default=",".join(task_names() if all_tasks else DEFAULT_TASKS),
                         help=f"comma-separated built-in tasks: {', '.join(task_names())} (default: %(default)s)")
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, jax (jit) "
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "backend against the float64 NumPy reference, and parameters after K optimizer steps "
                     "against each other. Exit code 1 when a cell fails its tolerance.",
     )
-    _add_matrix_arguments(parity)
+    _add_matrix_arguments(parity, all_tasks=True)
     parity.add_argument("--steps", type=int, default=10, help="optimizer steps before comparing parameters "
                                                               "(default: %(default)s)")
     parity.add_argument("--timeout", type=float, default=600.0, help="seconds per cell (default: %(default)s)")
