@@ -44,7 +44,7 @@ def make_model(workload: str, seed: int) -> Any:
     return model
 
 
-def build(workload: str, seed: int, channels_last: bool = False, adam: str = "fused") -> tuple[Callable, Callable]:
+def build(workload: str, seed: int, channels_last: bool = True, adam: str = "fused") -> tuple[Callable, Callable]:
     """Model, optimizer, device data and the `step(i)` / `sync(loss)` pair. adam: 'loop', 'foreach' or 'fused'."""
     import torch
     import torch.nn.functional as F  # noqa: N812
