@@ -78,10 +78,10 @@ def workload_tasks():
     return tasks
 
 
-def run_native(backend: str, args: argparse.Namespace) -> dict[str, float]:
-    """Median step ms of both workloads from one native process (one framework import)."""
+def run_native(backend: str, args: argparse.Namespace, workloads: tuple[str, ...] = WORKLOADS) -> dict[str, float]:
+    """Median step ms of the workloads from one native process (one framework import)."""
     script, mode = MODES[backend]
-    command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(WORKLOADS),
+    command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(workloads),
                "--threads", str(args.threads), "--seconds", str(args.seconds)]
     if script == "tf_loop.py":
         command += ["--mode", mode]
