@@ -95,13 +95,6 @@ def test_to_channels_first_layouts():
     np.testing.assert_array_equal(converted["0.Conv2D.bias"], weights["0.Conv2D.bias"])
 
 
-def test_nhwc_to_nchw():
-    x = np.random.default_rng(0).normal(size=(2, HEIGHT, WIDTH, CHANNELS)).astype(np.float32)
-    y = common.nhwc_to_nchw(x)
-    assert y.shape == (2, CHANNELS, HEIGHT, WIDTH) and y.flags.c_contiguous
-    assert y[1, 2, 6, 4] == x[1, 6, 4, 2]
-
-
 # ------------------------------------------------------------------------------- through real frameworks
 FORWARD_ATOL = 1e-5  # float32 forward vs the float64 reference on O(1) outputs (parity's own tolerance)
 

@@ -55,15 +55,10 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
 
     plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=timing)
     if parity:
-        from xfbench.compare.parity import ParityOptions
+        from xfbench.compare.parity import ParityOptions, run_with_parity
 
-        plan.parity = ParityOptions().as_dict()
-    result = Result(cells=run_plan(plan, progress), config=plan.describe())
-    if parity:
-        from xfbench.compare.parity import finish
-
-        finish(result, {task.name: task for task in plan.tasks}, ParityOptions())
-    return result
+        return run_with_parity(plan, ParityOptions(), progress)
+    return Result(cells=run_plan(plan, progress), config=plan.describe())
 
 
 def table(result: Result, fmt: str = "simple") -> str:

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xfbench.tasks.spec import Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Task, same_padding
-
-
-def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+from xfbench.tasks.spec import Activation, Conv2D, Dense, Flatten, Task, same_padding
 
 
 def chw_flatten_permutation(shape_hwc: tuple[int, int, int]) -> np.ndarray:
@@ -92,9 +88,6 @@ def layer_activation(layer: object) -> str:
     if isinstance(layer, Activation):
         return layer.name
     return "linear"
-
-
-POOLS = (MaxPool2D, AvgPool2D)
 
 
 def as_labels(task: Task, y: np.ndarray) -> np.ndarray:

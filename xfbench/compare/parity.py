@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from xfbench.compare.result import Cell, Result
 from xfbench.errors import XfbenchError
 from xfbench.tasks import initial_weights, reference
 from xfbench.tasks.spec import Task
+
+if TYPE_CHECKING:
+    from xfbench.compare.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,11 @@ def cell_parity(backend: Backend, task: Task, device_kind: str, options: dict[st
             trainer.set_epoch(task.epoch_order(epoch))
         last = trainer.train_step(batch)
     trainer.sync(last)
+    forward_max_abs = _max_abs(outputs, ref_outputs)
     return {
-        "forward_max_abs": _max_abs(outputs, ref_outputs),
+        "forward_max_abs": forward_max_abs,
         "forward_rel": relative(outputs, ref_outputs),
-        "forward_max_rel": _max_abs(outputs, ref_outputs) / max(float(np.max(np.abs(ref_outputs))), 1e-30),
+        "forward_max_rel": forward_max_abs / max(float(np.max(np.abs(ref_outputs))), 1e-30),
         "loss_abs": abs(loss - ref_loss),
         "loss_rel": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
         "grads": _tensor_diffs(grads, ref_grads),
@@ -172,20 +176,28 @@ def summary(parity: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_with_parity(plan: Plan, options: ParityOptions, progress: Callable[[str], None] | None,
+                    only: bool = False) -> Result:
+    """Run the plan with parity checked in every cell (``only``: parity alone, no training or timing), then
+    compare the backends (:func:`finish`). Used by ``xfbench.run(parity=True)`` and ``xfbench parity``."""
+    from xfbench.compare.runner import run_plan
+
+    plan.parity = {**options.as_dict(), "only": only}
+    result = Result(cells=run_plan(plan, progress), config={**plan.describe(), "parity": options.as_dict()})
+    finish(result, {task.name: task for task in plan.tasks}, options)
+    return result
+
+
 def run_parity(tasks: str, backends: str, steps: int, timeout: float, json_path: str | None,
                progress: Callable[[str], None] | None) -> int:
     """``xfbench parity``: print the parity table and failures; exit code 1 when a cell fails."""
     from xfbench.compare.plan import make_plan
-    from xfbench.compare.runner import run_plan
     from xfbench.reports.parity import render
 
     if steps < 1:
         raise XfbenchError(f"--steps must be a positive integer, got {steps}")
     plan = make_plan(tasks, backends, "cpu", timeout=timeout, measure=False)
-    options = ParityOptions(steps=steps)
-    plan.parity = {**options.as_dict(), "only": True}
-    result = Result(cells=run_plan(plan, progress), config={**plan.describe(), "parity": options.as_dict()})
-    finish(result, {task.name: task for task in plan.tasks}, options)
+    result = run_with_parity(plan, ParityOptions(steps=steps), progress, only=True)
     print(render(result))
     if json_path:
         result.save(json_path)

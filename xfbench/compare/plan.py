@@ -14,7 +14,8 @@ from xfbench import backends
 from xfbench.compare.timing import TimingOptions
 from xfbench.errors import XfbenchError, unknown_name
 from xfbench.machine import usable_cores
-from xfbench.tasks import BUILTIN_TASKS, DEFAULT_TASKS, Task, get_task
+from xfbench.tasks import DEFAULT_TASKS, Task, get_task
+from xfbench.tasks import check_name as check_task_name
 
 DEVICES = ("cpu", "gpu")
 
@@ -96,9 +97,9 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     if epochs is not None:
         epochs = _positive("epochs", epochs)
     entries = _names("tasks", tasks, DEFAULT_TASKS)
-    for entry in entries:
-        if not isinstance(entry, Task) and entry not in BUILTIN_TASKS:
-            raise unknown_name("task", entry, BUILTIN_TASKS)
+    for entry in entries:  # every name checked before any task loads its data
+        if not isinstance(entry, Task):
+            check_task_name(entry)
     chosen_tasks: list[Task] = []
     for entry in entries:
         task = entry if isinstance(entry, Task) else get_task(entry)

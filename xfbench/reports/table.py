@@ -76,7 +76,7 @@ def spread_note(cells: list[Cell]) -> str | None:
     label = "accuracy"
     for cell in cells:
         name = next((metric for metric in QUALITY if metric in cell.metrics), None)
-        label = {"r2": "R²"}.get(name or "", name or label)
+        label = "R²" if name == "r2" else "accuracy"
         values = [m[name] for m in cell.seed_metrics if name and m.get(name) is not None]
         if len(values) > 1:
             stats.append((cell.backend, statistics.mean(values), statistics.stdev(values), len(values)))

@@ -44,10 +44,16 @@ def task_names() -> list[str]:
     return sorted(BUILTIN_TASKS)
 
 
-def get_task(name: str, **params: object) -> Task:
-    """Build a built-in task by name, with optional size parameters (see ``xfbench.tasks.builtin``)."""
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a built-in task, else raise the one-line error naming the choices."""
     if name not in BUILTIN_TASKS:
         raise unknown_name("task", name, BUILTIN_TASKS)
+    return name
+
+
+def get_task(name: str, **params: object) -> Task:
+    """Build a built-in task by name, with optional size parameters (see ``xfbench.tasks.builtin``)."""
+    check_name(name)
     try:
         return BUILTIN_TASKS[name](**params)
     except TypeError as error:
@@ -69,6 +75,7 @@ __all__ = [
     "MaxPool2D",
     "Optimizer",
     "Task",
+    "check_name",
     "get_task",
     "initial_weights",
     "task_names",
