@@ -22,6 +22,7 @@ import pytest
 
 from xfbench import backends
 from xfbench.backends.base import Backend
+from xfbench.tasks import Task, get_task
 
 REPO = Path(__file__).resolve().parent.parent
 THREADS = 2  # threads per framework for in-process tests (the CI machine has 2 cores)
@@ -60,6 +61,28 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def torch_backend() -> Backend:
     """PyTorch, the channels-first adapter (the one whose layouts need converting)."""
     return ready_backend("torch")
+
+
+# ------------------------------------------------------------------------------------ fake backends
+FAKES = {
+    "fake-ref": "tests.fake_backend:ReferenceBackend",
+    "fake-crash": "tests.fake_backend:CrashingBackend",
+    "fake-missing": "tests.fake_backend:MissingBackend",
+}
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the fake backends (tests/fake_backend.py) here and, through the environment, in every worker."""
+    monkeypatch.setenv("XFBENCH_EXTRA_BACKENDS", ",".join(f"{name}={target}" for name, target in FAKES.items()))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    for name, target in FAKES.items():
+        monkeypatch.setitem(backends.BACKENDS, name, (target, {}))
+
+
+def small(name: str) -> Task:
+    """A small regression task (one Dense unit, 200 samples, 3 epochs) under another name."""
+    return get_task("regression", num_samples=200, epochs=3).replace(name=name)
 
 
 # ------------------------------------------------------------------------------------ one small real run

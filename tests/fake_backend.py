@@ -83,7 +83,8 @@ class ReferenceBackend(Backend):
         return [{"kind": "cpu", "name": "numpy (float64 reference)"}]
 
     def fingerprint(self, device_kind: str) -> dict[str, Any]:
-        return {"dtype": "float64", "layout": "NHWC", "optimizer_impl": "NumPy, spec formulas"}
+        return {"dtype": "float64", "layout": "NHWC", "optimizer_impl": "NumPy, spec formulas",
+                "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}  # what the worker was started with
 
     def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
         return ReferenceTrainer(task, weights)

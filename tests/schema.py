@@ -18,7 +18,7 @@ from xfbench.tasks import get_task, task_names
 TOP_LEVEL = ["schema_version", "created", "machine", "config", "cells"]
 MACHINE = {"cpu": str, "cores": int, "os": str, "python": str}
 CONFIG = {"tasks": list, "task_descriptions": dict, "backends": list, "devices": list, "threads": int,
-          "timeout_s": float, "seeds": int, "epochs": dict}
+          "timeout_s": float, "seeds": int, "epochs": dict, "malloc": dict}
 CELL = {"task", "backend", "device", "status", "error", "versions", "threads", "fingerprint", "metrics", "seed_metrics",
         "timing", "memory", "parity"}
 STATUSES = ("ok", "unsupported", "error")
@@ -125,6 +125,7 @@ def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     config = document["config"]
     for name, kind in CONFIG.items():
         assert isinstance(config.get(name), kind), f"config.{name}: {config.get(name)!r}"
+    assert config["malloc"]["policy"] in ("steady", "system", "user"), f"config.malloc: {config['malloc']}"
     cells = document["cells"]
     assert isinstance(cells, list)
     expected = sorted((task, backend, device) for task in config["tasks"] for backend in config["backends"]

@@ -18,35 +18,15 @@ import numpy as np
 import pytest
 
 import xfbench
-from tests.conftest import REPO, ready_backend
+from tests.conftest import REPO, ready_backend, small
 from tests.fake_backend import CrashingBackend
 from tests.schema import check_result_schema
 from xfbench import backends
 from xfbench.compare import runner
 from xfbench.compare.result import Result
 from xfbench.compare.timing import TimingOptions
-from xfbench.tasks import get_task
 
-FAKES = {
-    "fake-ref": "tests.fake_backend:ReferenceBackend",
-    "fake-crash": "tests.fake_backend:CrashingBackend",
-    "fake-missing": "tests.fake_backend:MissingBackend",
-}
 MISSING_HINT = "no_such_framework_xyz is not installed: pip install 'xfbench[no_such_framework_xyz]'"
-
-
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the fake backends here and, through the environment, in every worker."""
-    monkeypatch.setenv("XFBENCH_EXTRA_BACKENDS", ",".join(f"{name}={target}" for name, target in FAKES.items()))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    for name, target in FAKES.items():
-        monkeypatch.setitem(backends.BACKENDS, name, (target, {}))
-
-
-def small(name: str):
-    """A small regression task (one Dense unit, 200 samples, 3 epochs) under another name."""
-    return get_task("regression", num_samples=200, epochs=3).replace(name=name)
 
 
 def run(tasks, backend_names, timeout: float = 120.0) -> tuple[Result, list[str]]:

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequence[str] | None = None,
         devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
         timeout: float = 600.0, seeds: int = 1, parity: bool = False, timing: TimingOptions | None = None,
-        progress: Callable[[str], None] | None = None) -> Result:
+        progress: Callable[[str], None] | None = None, malloc: str = "steady") -> Result:
     """Train every task on every backend and device; return accuracy, speed and provenance per cell.
 
     Args:
@@ -41,6 +41,9 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         parity: also check each backend against the float64 NumPy reference (see ``xfbench parity``).
         timing: steady-state timing settings (``TimingOptions``).
         progress: called with one line of text per step of progress (the CLI prints them).
+        malloc: the C allocator policy of the worker processes, the same for every backend: ``steady`` (default;
+            glibc keeps freed memory, so steps don't page-fault it back in) or ``system`` (glibc's defaults, what a
+            framework gets out of the box). See ``xfbench.compare.allocator``.
 
     Returns:
         A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
@@ -53,7 +56,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     from xfbench.compare.result import Result
     from xfbench.compare.runner import run_plan
 
-    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=timing)
+    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=timing, malloc=malloc)
     if parity:
         from xfbench.compare.parity import ParityOptions, run_with_parity
 

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "marked error (default: %(default)s)")
     run.add_argument("--parity", action="store_true", help="also check each backend against the float64 "
                                                            "NumPy reference and show a parity column")
+    run.add_argument("--malloc", default="steady", help="C allocator policy of every worker: steady (glibc keeps "
+                                                        "freed memory: no per-step page faults, steadier times) or "
+                                                        "system (glibc defaults, out of the box) (default: "
+                                                        "%(default)s)")
     run.add_argument("--format", default="simple", help="table format for tabulate, e.g. github (default: "
                                                         "%(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -96,7 +100,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     result = xfbench.run(tasks=args.tasks, backends=args.backends, devices=args.devices, threads=args.threads,
                          epochs=args.epochs, timeout=args.timeout, seeds=args.seeds, parity=args.parity,
-                         progress=_progress(args.quiet))
+                         progress=_progress(args.quiet), malloc=args.malloc)
     print(xfbench.table(result, args.format))
     if args.json:
         result.save(args.json)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench import backends
+from xfbench.compare.allocator import DEFAULT_POLICY, POLICIES
+from xfbench.compare.allocator import describe as describe_malloc
 from xfbench.compare.timing import TimingOptions
 from xfbench.errors import XfbenchError, unknown_name
 from xfbench.machine import usable_cores
@@ -33,6 +35,7 @@ class Plan:
     measure: bool = True
     timing: TimingOptions = field(default_factory=TimingOptions)
     parity: dict[str, Any] | None = None
+    malloc: str = DEFAULT_POLICY
 
     @property
     def num_cells(self) -> int:
@@ -45,6 +48,7 @@ class Plan:
             "task_descriptions": {task.name: task.description for task in self.tasks},
             "backends": self.backends, "devices": self.devices, "threads": self.threads, "timeout_s": self.timeout,
             "seeds": self.seeds, "epochs": {task.name: task.epochs for task in self.tasks},
+            "malloc": describe_malloc(self.malloc),
         }
 
 
@@ -78,7 +82,7 @@ def _positive(name: str, value: Any, kind: type = int) -> Any:
 def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | Sequence[str] | None = None,
               devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
               timeout: float = 600.0, seeds: int = 1, measure: bool = True,
-              timing: TimingOptions | None = None) -> Plan:
+              timing: TimingOptions | None = None, malloc: str = DEFAULT_POLICY) -> Plan:
     """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks).
 
     Cheap checks come first, so a typo is reported before any data is loaded.
@@ -88,6 +92,8 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     for device in chosen_devices:
         if device not in DEVICES:
             raise unknown_name("device", device, DEVICES)
+    if malloc not in POLICIES:
+        raise unknown_name("malloc policy", malloc, POLICIES)
     cores = usable_cores()
     threads = cores if threads is None else _positive("threads", threads)
     if threads > cores:
@@ -110,5 +116,5 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     return Plan(
         tasks=chosen_tasks, backends=list(dict.fromkeys(chosen_backends)), devices=list(dict.fromkeys(chosen_devices)),
         threads=threads, timeout=timeout, seeds=seeds,
-        measure=measure, timing=timing or TimingOptions(),
+        measure=measure, timing=timing or TimingOptions(), malloc=malloc,
     )

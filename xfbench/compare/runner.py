@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xfbench import backends
+from xfbench.compare.allocator import DEFAULT_POLICY, worker_env
 from xfbench.compare.plan import Plan
 from xfbench.compare.result import Cell
 from xfbench.tasks import Task
@@ -42,13 +43,13 @@ def _log_tail(path: str, lines: int = 3) -> str:
 class _Worker:
     """One running worker process and its event pipe."""
 
-    def __init__(self, job: dict[str, Any], folder: str) -> None:
+    def __init__(self, job: dict[str, Any], folder: str, malloc: str = DEFAULT_POLICY) -> None:
         self.job_path = os.path.join(folder, f"job-{time.monotonic_ns()}.pkl")
         with open(self.job_path, "wb") as handle:
             pickle.dump(job, handle)
         self.log_path = self.job_path.replace(".pkl", ".log")
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
+        env = worker_env(malloc, os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -116,7 +117,7 @@ def run_group(plan: Plan, backend: str, device: str, folder: str, progress: Prog
     while remaining:
         job = {"backend": backend, "device": device, "threads": plan.threads, "tasks": remaining,
                "timing": plan.timing, "seeds": plan.seeds, "measure": plan.measure, "parity": plan.parity}
-        worker = _Worker(job, folder)
+        worker = _Worker(job, folder, plan.malloc)
         deadline = time.monotonic() + plan.timeout
         current: Task | None = None
         imported = False
