@@ -1,16 +1,23 @@
 """Does xfbench measure the frameworks, or itself? xfbench's adapters vs hand-written native loops.
 
 Two workloads (batch 128, Adam lr 1e-3, softmax cross-entropy): an MLP 784-256-256-10 and a CNN
-conv32 3x3 -> relu -> maxpool 2 -> conv64 3x3 -> relu -> maxpool 2 -> dense 10 on 28x28x1. The native loops
-(benchmarks/native/, no xfbench code) and xfbench (the same workloads defined through its public task API) are
-run side by side, alternating, each in its own process, with the same timing protocol (first step apart,
-warm-up, blocks of >= 50 ms with one sync each, median per-step time), for ``--rounds`` rounds. The ratio
-xfbench / native is taken within each round and the median over rounds is reported.
+conv32 3x3 -> relu -> maxpool 2 -> conv64 3x3 -> relu -> maxpool 2 -> dense 10 on 28x28x1. The native side is
+benchmarks/native/ (no xfbench code); the xfbench side is xfbench's own worker code and timing harness on the same
+workloads defined through its public task API (benchmarks/_xfbench_serve.py).
+
+How it is measured. For each backend, a native process and an xfbench process are started, each builds and warms
+up both workloads, and then they take turns: one measures for ``--seconds`` while the other sits idle, then the
+other, alternating which goes first, ``--turns`` times per workload. Each turn is one untimed block and then
+synced blocks of >= 50 ms; the turn's value is the median per-step time of its blocks. The ratio xfbench / native
+is taken between the two adjacent turns, so the load of this shared machine, which drifts by tens of percent
+over seconds, cancels. Fresh pairs of processes are started ``--pairs`` times (process placement and memory
+layout vary between processes); the reported ratio is the median of all turn ratios, with the per-pair medians.
 
 It also measures this machine's float32 matrix-multiply rate (NumPy/BLAS, same thread count), counts each
 workload's FLOPs per step from the spec, and prints the fraction of that floor each backend reaches.
 
-Usage: python benchmarks/native_overhead.py [--rounds 6] [--seconds 1.5] [--threads N] [--backends ...] [--json PATH]
+Usage: python benchmarks/native_overhead.py [--pairs 3] [--turns 10] [--seconds 0.25] [--threads N]
+                                            [--backends ...] [--json PATH]
 The last line is ``max ratio: X.XX``.
 """
 
@@ -22,7 +29,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -39,17 +48,28 @@ WORKLOADS = ("mlp", "cnn")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=1.5,
-                        help="timed seconds per measurement (default: %(default)s)")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="fresh native + xfbench process pairs per backend (default: %(default)s)")
+    parser.add_argument("--turns", type=int, default=10,
+                        help="alternating turns per pair and workload (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=0.25,
+                        help="timed seconds per turn (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for every side")
     parser.add_argument("--backends", default=",".join(MODES), help="comma-separated (default: all four)")
-    parser.add_argument("--json", metavar="PATH", help="also write all measurements as JSON")
+    parser.add_argument("--malloc", default="steady", choices=("steady", "system"),
+                        help="C allocator policy of both sides' processes, as xfbench run --malloc "
+                             "(default: %(default)s)")
+    parser.add_argument("--json", metavar="PATH", help="also write every turn's measurements as JSON")
     args = parser.parse_args()
     args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     unknown = [name for name in args.backends if name not in MODES]
-    if unknown:
-        parser.error(f"unknown backend {unknown[0]!r}; choose one of: {', '.join(MODES)}")
+    if unknown or not args.backends:
+        parser.error(f"unknown backend {unknown[0] if unknown else ''!r}; choose from: {', '.join(MODES)}")
+    for name in ("pairs", "turns"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be positive, got {args.seconds}")
     return args
 
 
@@ -78,33 +98,87 @@ def workload_tasks():
     return tasks
 
 
-def run_native(backend: str, args: argparse.Namespace, workloads: tuple[str, ...] = WORKLOADS) -> dict[str, float]:
-    """Median step ms of the workloads from one native process (one framework import)."""
+def native_command(backend: str, threads: int, workloads: tuple[str, ...] = WORKLOADS, seconds: float = 1.5,
+                   serve: bool = False) -> list[str]:
     script, mode = MODES[backend]
     command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(workloads),
-               "--threads", str(args.threads), "--seconds", str(args.seconds)]
+               "--threads", str(threads), "--seconds", str(seconds)]
     if script == "tf_loop.py":
         command += ["--mode", mode]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return command + (["--serve"] if serve else [])
+
+
+def run_native(backend: str, args: argparse.Namespace, workloads: tuple[str, ...] = WORKLOADS) -> dict[str, float]:
+    """Median step ms of the workloads from one native process run once (used by process_noise.py)."""
+    from xfbench.compare.allocator import worker_env
+
+    done = subprocess.run(native_command(backend, args.threads, workloads, args.seconds), capture_output=True,
+                          text=True, timeout=600, env=worker_env(args.malloc, os.environ))
     if done.returncode != 0:
         raise RuntimeError(f"native {backend} failed: {done.stderr.strip().splitlines()[-1:]}")
     lines = [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
     return {line["workload"]: line["step_ms"]["median"] for line in lines}
 
 
-def run_xfbench(backend: str, tasks: dict, args: argparse.Namespace) -> dict[str, float]:
-    import xfbench
-    from xfbench.compare.timing import TimingOptions
+class Server:
+    """A measuring process speaking the protocol of native/common.py's ``serve``."""
 
-    timing = TimingOptions(warmup_s=0.3, min_block_s=0.05, min_blocks=10, budget_s=args.seconds)
-    result = xfbench.run(tasks=list(tasks.values()), backends=[backend], threads=args.threads, timing=timing)
-    out = {}
-    for workload, task in tasks.items():
-        cell = result.cell(task.name, backend)
-        if not cell.ok:
-            raise RuntimeError(f"xfbench {backend} {workload}: {cell.status}: {cell.error}")
-        out[workload] = cell.step_ms()
-    return out
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                        text=True, bufsize=1, env=env)
+
+    def reply(self, key: str) -> Any:
+        """The next JSON line carrying ``key`` (frameworks may print other lines)."""
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                message = json.loads(line)
+                if key in message:
+                    return message[key]
+        self.process.wait()
+        self.log.seek(0)
+        tail = [line for line in self.log.read().strip().splitlines() if line.strip()][-1:]
+        raise RuntimeError(f"{self.name} exited with status {self.process.returncode}: {tail}")
+
+    def turn(self, workload: str, seconds: float) -> float:
+        """Median per-step ms of one measurement turn."""
+        self.process.stdin.write(json.dumps({"workload": workload, "seconds": seconds}) + "\n")
+        return statistics.median(self.reply("step_ms"))
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """One fresh native process and one fresh xfbench process, taking turns; per workload, each side's turn
+    medians in order. Both processes get the same environment (xfbench's allocator policy included)."""
+    from xfbench.compare.allocator import worker_env
+
+    env = worker_env(args.malloc, os.environ)
+    sides = {
+        "native": Server(f"native {backend}", native_command(backend, args.threads, serve=True), env),
+        "xfbench": Server(f"xfbench {backend}", [sys.executable, os.path.join(HERE, "_xfbench_serve.py"), backend,
+                                                 str(args.threads), ",".join(WORKLOADS)], env),
+    }
+    try:
+        for server in sides.values():
+            server.reply("ready")
+        out: dict[str, dict[str, list[float]]] = {w: {"native": [], "xfbench": []} for w in WORKLOADS}
+        for turn in range(args.turns):
+            for workload in WORKLOADS:
+                for side in ("native", "xfbench") if turn % 2 == 0 else ("xfbench", "native"):
+                    out[workload][side].append(sides[side].turn(workload, args.seconds))
+        return out
+    finally:
+        for server in sides.values():
+            server.close()
 
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
@@ -132,47 +206,53 @@ def main() -> int:
     floor = matmul_gflops(args.threads)
     print(f"machine float32 matmul floor: {floor:.1f} GFLOP/s ({args.threads} threads, NumPy BLAS 2048x2048)",
           file=sys.stderr)
-    native: dict[tuple[str, str], list[float]] = {}
-    ours: dict[tuple[str, str], list[float]] = {}
-    for round_number in range(args.rounds):
+    # (backend, workload) -> one {"native": [...], "xfbench": [...]} per pair
+    pairs: dict[tuple[str, str], list[dict[str, list[float]]]] = {}
+    for pair in range(args.pairs):
         for backend in args.backends:
-            sides = ["native", "xfbench"] if round_number % 2 == 0 else ["xfbench", "native"]
-            for side in sides:
-                if side == "native":
-                    for workload, value in run_native(backend, args).items():
-                        native.setdefault((backend, workload), []).append(value)
-                else:
-                    for workload, value in run_xfbench(backend, tasks, args).items():
-                        ours.setdefault((backend, workload), []).append(value)
-            print(f"round {round_number + 1}/{args.rounds} {backend}: "
-                  + ", ".join(f"{w} native {native[(backend, w)][-1]:.3g} ms, xfbench {ours[(backend, w)][-1]:.3g} ms"
-                              for w in WORKLOADS) + f" [{time.perf_counter() - started:.0f} s]", file=sys.stderr)
+            for workload, turns in measure_pair(backend, args).items():
+                pairs.setdefault((backend, workload), []).append(turns)
+            print(f"pair {pair + 1}/{args.pairs} {backend}: " + ", ".join(
+                f"{w} xfbench/native {statistics.median(turn_ratios(pairs[(backend, w)][-1])):.2f}" for w in WORKLOADS)
+                + f" [{time.perf_counter() - started:.0f} s]", file=sys.stderr, flush=True)
 
     rows, ratios, records = [], [], []
     for workload in WORKLOADS:
         flops = flops_per_step(tasks[workload])
         for backend in args.backends:
-            key = (backend, workload)
-            round_ratios = [ours_ms / native_ms for ours_ms, native_ms in zip(ours[key], native[key], strict=True)]
-            ratio = statistics.median(round_ratios)
+            measured = pairs[(backend, workload)]
+            all_ratios = [ratio for turns in measured for ratio in turn_ratios(turns)]
+            ratio = statistics.median(all_ratios)
             ratios.append(ratio)
-            ours_ms, native_ms = statistics.median(ours[key]), statistics.median(native[key])
+            native_ms = statistics.median([ms for turns in measured for ms in turns["native"]])
+            ours_ms = statistics.median([ms for turns in measured for ms in turns["xfbench"]])
+            q1, _, q3 = statistics.quantiles(all_ratios, n=4) if len(all_ratios) > 1 else (ratio, ratio, ratio)
+            per_pair = [statistics.median(turn_ratios(turns)) for turns in measured]
             fraction = flops / (ours_ms / 1e3) / (floor * 1e9)
-            rows.append([workload, backend, f"{native_ms:.3g}", f"{ours_ms:.3g}", f"{ratio:.2f}",
-                         f"{min(round_ratios):.2f}-{max(round_ratios):.2f}", f"{flops / 1e6:.0f}", f"{fraction:.0%}"])
-            records.append({"workload": workload, "backend": backend, "native_ms": native[key], "xfbench_ms": ours[key],
-                            "ratio": ratio, "flops_per_step": flops, "floor_fraction": fraction})
-    print(tabulate(rows, headers=["workload", "backend", "native ms", "xfbench ms", "ratio", "ratio range",
-                                  "MFLOP/step", "of floor"], disable_numparse=True))
-    print(f"\nmedian step times over {args.rounds} alternating rounds, {args.threads} threads; ratio = xfbench / "
-          f"native within each round, median over rounds; floor = {floor:.1f} GFLOP/s float32 matmul "
-          f"(NumPy BLAS); total {time.perf_counter() - started:.0f} s")
+            rows.append([workload, backend, f"{native_ms:.3g}", f"{ours_ms:.3g}", f"{ratio:.2f}", f"{q1:.2f}-{q3:.2f}",
+                         " ".join(f"{value:.2f}" for value in per_pair), f"{flops / 1e6:.0f}", f"{fraction:.0%}"])
+            records.append({"workload": workload, "backend": backend, "ratio": ratio, "pair_ratios": per_pair,
+                            "native_ms": native_ms, "xfbench_ms": ours_ms, "pairs": measured,
+                            "flops_per_step": flops, "floor_fraction": fraction})
+    print(tabulate(rows, headers=["workload", "backend", "native ms", "xfbench ms", "ratio", "ratio IQR",
+                                  "per pair", "MFLOP/step", "of floor"], disable_numparse=True))
+    print(f"\n{args.pairs} fresh process pairs per backend x {args.turns} alternating turns of {args.seconds:g} s, "
+          f"{args.threads} threads, malloc {args.malloc} on both sides;\nratio = xfbench / native between adjacent "
+          f"turns, median over all turns; "
+          f"ms = median turn; floor = {floor:.1f} GFLOP/s float32 matmul (NumPy BLAS); "
+          f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"floor_gflops": floor, "threads": args.threads, "rounds": args.rounds, "rows": records}, handle,
-                      indent=2)
+            json.dump({"floor_gflops": floor, "threads": args.threads, "malloc": args.malloc, "pairs": args.pairs,
+                       "turns": args.turns,
+                       "seconds": args.seconds, "rows": records}, handle, indent=2)
     print(f"max ratio: {max(ratios):.2f}")
     return 0
+
+
+def turn_ratios(turns: dict[str, list[float]]) -> list[float]:
+    """xfbench / native for each pair of adjacent turns."""
+    return [ours / native for ours, native in zip(turns["xfbench"], turns["native"], strict=True)]
 
 
 if __name__ == "__main__":

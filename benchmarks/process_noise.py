@@ -4,7 +4,7 @@ Runs one hand-written loop (benchmarks/native) ``--runs`` times, each in a fresh
 step times and their spread. On a shared machine this process-to-process spread, not the adapters, limits how
 precisely ``native_overhead.py`` can estimate an xfbench / native ratio from a few rounds.
 
-Usage: python benchmarks/process_noise.py [--backend tf-eager] [--workload mlp] [--runs 10] [--seconds 1.5]
+Usage: python benchmarks/process_noise.py [--backend tf-eager] [--workload mlp] [--runs 10] [--seconds 1.5] [--malloc steady]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--malloc", default="steady", choices=("steady", "system"),
+                        help="C allocator policy, as xfbench run --malloc (default: %(default)s)")
     args = parser.parse_args()
     if args.runs < 2:
         parser.error(f"--runs must be at least 2, got {args.runs}")

@@ -68,6 +68,8 @@ def parse_args(framework: str) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve", action="store_true",
+                   help="build and warm up every workload, then measure on command (see common.serve)")
     return p.parse_args()
 
 
@@ -128,54 +130,95 @@ def epoch_permutation(seed: int, epoch: int = 0) -> np.ndarray:
     return np.random.default_rng((seed, epoch)).permutation(N_SAMPLES)
 
 
-def time_steps(
-    step: Callable[[int], Any],
-    sync: Callable[[Any], Any],
-    seconds: float,
-    *,
-    warmup_s: float = 0.3,
-    min_block_s: float = 0.05,
-    min_blocks: int = 10,
-) -> dict[str, Any]:
-    """The shared timing protocol.
+class BlockTimer:
+    """Times `step(i)` (training step i, batch i % 40, returns the loss without syncing) in blocks of k steps
+    with one `sync(loss)` each (the call that blocks until the device has finished)."""
 
-    `step(i)` runs training step i (batch i % 40) and returns the loss without syncing;
-    `sync(loss)` blocks until the device has finished it.  One sync per block of K steps.
-    """
-    counter = 0
+    def __init__(self, step: Callable[[int], Any], sync: Callable[[Any], Any]) -> None:
+        self.step, self.sync = step, sync
+        self.counter = 0
+        self.k = 1
 
-    def block(k: int) -> float:
-        nonlocal counter
+    def block(self, k: int) -> float:
+        """Seconds for k steps and one sync."""
         t0 = time.perf_counter()
         loss = None
         for _ in range(k):
-            loss = step(counter)
-            counter += 1
-        sync(loss)
+            loss = self.step(self.counter)
+            self.counter += 1
+        self.sync(loss)
         return time.perf_counter() - t0
 
-    first_step_s = block(1)
+    def warm_up(self, warmup_s: float = 0.3, min_block_s: float = 0.05) -> float:
+        """The first step alone (returns its seconds: trace/compile), then untimed warm-up that calibrates the
+        block size k so a block lasts >= min_block_s."""
+        first_step_s = self.block(1)
+        t_warm = time.perf_counter()
+        while True:
+            dt = self.block(self.k)
+            if dt < min_block_s:
+                self.k = min(self.k * 10, max(self.k + 1, math.ceil(self.k * 1.25 * min_block_s / max(dt, 1e-9))))
+            elif time.perf_counter() - t_warm >= warmup_s:
+                return first_step_s
 
-    # Warm-up (not recorded) doubles as calibration of K: blocks must take >= min_block_s.
-    k, t_warm = 1, time.perf_counter()
-    while True:
-        dt = block(k)
-        if dt < min_block_s:
-            k = min(k * 10, max(k + 1, math.ceil(k * 1.25 * min_block_s / max(dt, 1e-9))))
-        elif time.perf_counter() - t_warm >= warmup_s:
-            break
+    def block_ms(self) -> float:
+        """Milliseconds per step of one calibrated block."""
+        return self.block(self.k) / self.k * 1e3
 
+
+def time_steps(step: Callable[[int], Any], sync: Callable[[Any], Any], seconds: float, *, min_blocks: int = 10
+               ) -> dict[str, Any]:
+    """The shared one-shot timing protocol: first step apart, warm-up, then calibrated blocks for `seconds`."""
+    timer = BlockTimer(step, sync)
+    first_step_s = timer.warm_up()
     per_step_ms: list[float] = []
     t_start = time.perf_counter()
     while len(per_step_ms) < min_blocks or time.perf_counter() - t_start < seconds:
-        per_step_ms.append(block(k) / k * 1e3)
-
+        per_step_ms.append(timer.block_ms())
     q25, q50, q75 = np.percentile(per_step_ms, [25, 50, 75])
     return {
         "step_ms": {"median": float(q50), "iqr": float(q75 - q25), "min": min(per_step_ms), "n": len(per_step_ms)},
         "first_step_s": first_step_s,
-        "steps_per_block": k,
+        "steps_per_block": timer.k,
     }
+
+
+def timed_turn(block_ms: Callable[[], float], seconds: float, min_blocks: int = 3) -> list[float]:
+    """One turn of an interleaved measurement: one untimed block (caches and thread pools were just used by the
+    other process), then blocks until `seconds` and `min_blocks` are reached; per-step ms of each block."""
+    block_ms()
+    samples: list[float] = []
+    t_start = time.perf_counter()
+    while len(samples) < min_blocks or time.perf_counter() - t_start < seconds:
+        samples.append(block_ms())
+    return samples
+
+
+def serve(turns: dict[str, Callable[[float], list[float]]], ready: dict[str, Any]) -> None:
+    """Interleaving protocol for benchmarks/native_overhead.py: after build and warm-up, print one JSON line
+    {"ready": ...}, then for each stdin line {"workload": W, "seconds": S} run one measurement turn of workload W
+    and print {"step_ms": [per-step ms of each block]}; exit at end of input. The process stays idle between
+    turns while the other side measures."""
+    print(json.dumps({"ready": ready}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        print(json.dumps({"step_ms": turns[command["workload"]](command["seconds"])}), flush=True)
+
+
+def run(framework: str, mode: str, args: argparse.Namespace, build: Callable[[str], tuple[Callable, Callable]],
+        versions: dict[str, str]) -> None:
+    """Time every requested workload once (one JSON line each), or with --serve measure on command."""
+    if not args.serve:
+        for workload in args.workload:
+            emit(framework, mode, args, time_steps(*build(workload), args.seconds), versions, workload)
+        return
+    turns, first_step_s = {}, {}
+    for workload in args.workload:
+        timer = BlockTimer(*build(workload))
+        first_step_s[workload] = timer.warm_up()
+        turns[workload] = lambda seconds, timer=timer: timed_turn(timer.block_ms, seconds)
+    serve(turns, {"framework": framework, "mode": mode, "first_step_s": first_step_s, "threads": args.threads,
+                  "versions": versions})
 
 
 def emit(framework: str, mode: str, args: argparse.Namespace, timing: dict[str, Any], versions: dict[str, str],

@@ -99,10 +99,8 @@ def main() -> None:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     with common.quiet_stderr():
         import jax
-    for workload in args.workload:
-        step, sync = build(workload, args.seed)
-        timing = common.time_steps(step, sync, args.seconds)
-        common.emit("jax", "jit", args, timing, {"jax": jax.__version__, "jaxlib": jax.lib.__version__}, workload)
+    common.run("jax", "jit", args, lambda workload: build(workload, args.seed),
+               {"jax": jax.__version__, "jaxlib": jax.lib.__version__})
 
 
 if __name__ == "__main__":

@@ -112,10 +112,8 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    for workload in args.workload:
-        step, sync = build(workload, args.mode, args.seed)
-        timing = common.time_steps(step, sync, args.seconds)
-        common.emit("tensorflow", args.mode, args, timing, {"tensorflow": tf.__version__}, workload)
+    common.run("tensorflow", args.mode, args, lambda workload: build(workload, args.mode, args.seed),
+               {"tensorflow": tf.__version__})
 
 
 if __name__ == "__main__":

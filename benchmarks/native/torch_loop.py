@@ -85,10 +85,7 @@ def main() -> None:
     with common.quiet_stderr():
         import torch
     torch.set_num_threads(args.threads)
-    for workload in args.workload:
-        step, sync = build(workload, args.seed)
-        timing = common.time_steps(step, sync, args.seconds)
-        common.emit("torch", "eager", args, timing, {"torch": torch.__version__}, workload)
+    common.run("torch", "eager", args, lambda workload: build(workload, args.seed), {"torch": torch.__version__})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from xfbench.backends.base import Backend, Trainer
-from xfbench.compare.timing import TimingOptions, measure_steady_state, protocol, time_first_step
+from xfbench.compare.timing import StepTimer, TimingOptions, measure_steady_state, protocol, time_first_step
 from xfbench.tasks import initial_weights
 from xfbench.tasks.metrics import compute_metrics
 from xfbench.tasks.spec import Task
@@ -48,11 +48,11 @@ def evaluate(trainer: Trainer, task: Task) -> dict[str, float]:
     return metrics
 
 
-def run_cell(backend: Backend, task: Task, device_kind: str, options: TimingOptions, seeds: int = 1,
-             measure: bool = True) -> dict[str, Any]:
-    """Train and evaluate ``task`` on one backend and device, ``seeds`` times; time the first seed's steps.
+def build_train_evaluate(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, dict[str, float],
+                                                                                 dict[str, float]]:
+    """Build the trainer from the task's initial weights, train it for the task's epochs and evaluate it.
 
-    Returns the cell's ``metrics``, ``timing``, ``memory`` and (with seeds > 1) ``seed_metrics``.
+    Returns the trainer, its metrics and the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``).
     """
     build_start = time.perf_counter()
     trainer = backend.build(task, device_kind, initial_weights(task))
@@ -61,11 +61,25 @@ def run_cell(backend: Backend, task: Task, device_kind: str, options: TimingOpti
     phases = train(trainer, task)
     eval_start = time.perf_counter()
     metrics = evaluate(trainer, task)
-    eval_s = time.perf_counter() - eval_start
-    timing: dict[str, Any] = {"build_s": build_s, **phases, "eval_s": eval_s}
+    return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start}
+
+
+def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
+    """The timer for steady-state steps after training: the batches of the epoch after the last trained one."""
+    trainer.set_epoch(task.epoch_order(task.epochs))
+    return StepTimer(trainer, task.steps_per_epoch)
+
+
+def run_cell(backend: Backend, task: Task, device_kind: str, options: TimingOptions, seeds: int = 1,
+             measure: bool = True) -> dict[str, Any]:
+    """Train and evaluate ``task`` on one backend and device, ``seeds`` times; time the first seed's steps.
+
+    Returns the cell's ``metrics``, ``timing``, ``memory`` and (with seeds > 1) ``seed_metrics``.
+    """
+    trainer, metrics, phases = build_train_evaluate(backend, task, device_kind)
+    timing: dict[str, Any] = dict(phases)
     if measure:
-        trainer.set_epoch(task.epoch_order(task.epochs))
-        steady = measure_steady_state(trainer, task.steps_per_epoch, options)
+        steady = measure_steady_state(steady_state_timer(trainer, task), options)
         timing.update(steady)
         timing["samples_per_s"] = task.batch_size / (steady["step_ms"]["median"] / 1e3)
         timing["protocol"] = protocol(options)
@@ -74,9 +88,7 @@ def run_cell(backend: Backend, task: Task, device_kind: str, options: TimingOpti
         seed_metrics = [metrics]
         for offset in range(1, seeds):
             seeded = task.replace(seed=task.seed + offset)
-            again = backend.build(seeded, device_kind, initial_weights(seeded))
-            train(again, seeded)
-            seed_metrics.append(evaluate(again, seeded))
+            seed_metrics.append(build_train_evaluate(backend, seeded, device_kind)[1])
         cell["seed_metrics"] = seed_metrics
     cell["memory"] = {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": trainer.device_peak_mb()}
     return cell

@@ -57,43 +57,62 @@ def time_first_step(trainer: Trainer) -> float:
     return time.perf_counter() - start
 
 
-def measure_steady_state(trainer: Trainer, steps_per_epoch: int, options: TimingOptions) -> dict[str, Any]:
-    """Time steady-state steps on the trainer's current epoch batches (cycling through them).
+class StepTimer:
+    """Runs a trainer's steady-state steps in synced blocks, cycling through the current epoch's batches.
+
+    ``measure_steady_state`` is built from it; a harness that interleaves blocks with another process (the
+    adapter-overhead benchmark) calls ``warm_up`` once and ``time_block`` on demand.
+    """
+
+    def __init__(self, trainer: Trainer, steps_per_epoch: int) -> None:
+        self.trainer = trainer
+        self.steps_per_epoch = steps_per_epoch
+        self.batch = 0
+
+    def run(self, num_steps: int) -> None:
+        """``num_steps`` steps with no host copies between them, then one device sync."""
+        loss = None
+        for _ in range(num_steps):
+            loss = self.trainer.train_step(self.batch)
+            self.batch = (self.batch + 1) % self.steps_per_epoch
+        self.trainer.sync(loss)
+
+    def warm_up(self, options: TimingOptions) -> int:
+        """Untimed steps for ``options.warmup_s`` (at least 3); returns the block size that lasts
+        ``options.min_block_s``."""
+        self.trainer.sync()
+        warm_steps, chunk, start = 0, 1, time.perf_counter()
+        while warm_steps < 3 or time.perf_counter() - start < options.warmup_s:
+            self.run(chunk)
+            warm_steps, chunk = warm_steps + chunk, min(2 * chunk, 64)
+        per_step = (time.perf_counter() - start) / warm_steps
+        return max(1, math.ceil(options.min_block_s / max(per_step, 1e-9)))
+
+    def time_block(self, block_steps: int) -> float:
+        """Milliseconds per step of one synced block of ``block_steps`` steps."""
+        start = time.perf_counter()
+        self.run(block_steps)
+        return (time.perf_counter() - start) * 1e3 / block_steps
+
+
+def measure_steady_state(timer: StepTimer, options: TimingOptions) -> dict[str, Any]:
+    """Time steady-state steps: warm-up, then synced blocks until the options' budget is spent.
 
     Returns ``step_ms`` statistics, ``block_steps``, ``timed_steps`` and ``recompiles`` (None where the backend
     does not compile).
     """
-    batch = 0
-
-    def run(num_steps: int) -> None:
-        nonlocal batch
-        loss = None
-        for _ in range(num_steps):
-            loss = trainer.train_step(batch)
-            batch = (batch + 1) % steps_per_epoch
-        trainer.sync(loss)
-
-    trainer.sync()
-    warm_steps, chunk, start = 0, 1, time.perf_counter()
-    while warm_steps < 3 or time.perf_counter() - start < options.warmup_s:
-        run(chunk)
-        warm_steps, chunk = warm_steps + chunk, min(2 * chunk, 64)
-    per_step = (time.perf_counter() - start) / warm_steps
-    block_steps = max(1, math.ceil(options.min_block_s / max(per_step, 1e-9)))
-
-    compiles_before = trainer.compile_count()
+    block_steps = timer.warm_up(options)
+    compiles_before = timer.trainer.compile_count()
     samples_ms: list[float] = []
     started = time.perf_counter()
     while len(samples_ms) < options.max_blocks:
-        block_start = time.perf_counter()
-        run(block_steps)
-        samples_ms.append((time.perf_counter() - block_start) * 1e3 / block_steps)
+        samples_ms.append(timer.time_block(block_steps))
         elapsed = time.perf_counter() - started
         if len(samples_ms) >= options.min_blocks and elapsed >= options.budget_s:
             break
         if len(samples_ms) >= max(3, options.min_blocks // 2) and elapsed >= 4 * options.budget_s:
             break  # very slow steps: fewer blocks rather than a run that never ends
-    compiles_after = trainer.compile_count()
+    compiles_after = timer.trainer.compile_count()
     recompiles = None if compiles_before is None or compiles_after is None else compiles_after - compiles_before
     return {
         "step_ms": summarize(samples_ms),

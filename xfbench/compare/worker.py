@@ -40,6 +40,18 @@ def configure_process(threads: int) -> None:
         pass
 
 
+def start_backend(name: str, threads: int) -> tuple[Any, float]:
+    """Configure this process for ``threads``, then import and set up the backend (framework import timed)."""
+    configure_process(threads)
+    from xfbench import backends
+
+    backend = backends.get(name)
+    backend.configure_threads(threads)
+    start = time.perf_counter()
+    backend.setup(threads)
+    return backend, time.perf_counter() - start
+
+
 def main(job_path: str, result_fd: int) -> int:
     with open(job_path, "rb") as handle:
         job: dict[str, Any] = pickle.load(handle)  # written by our own runner; internal transport only
@@ -49,16 +61,9 @@ def main(job_path: str, result_fd: int) -> int:
         channel.write(json.dumps(event, default=lambda value: value.tolist()) + "\n")
 
     threads, device_kind = job["threads"], job["device"]
-    configure_process(threads)
-
-    from xfbench import backends
+    backend, import_s = start_backend(job["backend"], threads)
     from xfbench.compare.cell import run_cell
 
-    backend = backends.get(job["backend"])
-    backend.configure_threads(threads)
-    start = time.perf_counter()
-    backend.setup(threads)
-    import_s = time.perf_counter() - start
     versions = backend.versions()
     devices = backend.devices()
     device_name = next((d["name"] for d in devices if d["kind"] == device_kind), None)

@@ -1,0 +1,65 @@
+"""The benchmark scripts run: a native loop alone and on command (the interleaving protocol), the overhead benchmark
+end to end on one backend, and its bad input. Speed targets live in the scripts, never here."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, ready_backend
+
+BENCH = REPO / "benchmarks"
+
+
+def python(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def test_native_loop_once_and_on_command():
+    ready_backend("torch")
+    loop = str(BENCH / "native" / "torch_loop.py")
+    once = python(loop, "--workload", "mlp", "--threads", "1", "--seconds", "0.05")
+    assert once.returncode == 0, once.stderr
+    line = json.loads(once.stdout.strip().splitlines()[-1])
+    assert line["workload"] == "mlp" and line["step_ms"]["median"] > 0 and line["step_ms"]["n"] >= 10
+
+    commands = "".join(json.dumps({"workload": workload, "seconds": 0.02}) + "\n" for workload in ("cnn", "mlp"))
+    served = python(loop, "--workload", "mlp,cnn", "--threads", "1", "--serve", stdin=commands)
+    assert served.returncode == 0, served.stderr
+    ready, *turns = [json.loads(text) for text in served.stdout.strip().splitlines()]
+    assert set(ready["ready"]["first_step_s"]) == {"mlp", "cnn"}
+    assert len(turns) == 2 and all(len(turn["step_ms"]) >= 3 and min(turn["step_ms"]) > 0 for turn in turns)
+    assert min(turns[0]["step_ms"]) > max(turns[1]["step_ms"]), "the CNN turn should be slower than the MLP turn"
+
+
+def test_overhead_benchmark_end_to_end(tmp_path):
+    ready_backend("torch")
+    path = tmp_path / "overhead.json"
+    done = python(str(BENCH / "native_overhead.py"), "--backends", "torch", "--pairs", "1", "--turns", "2",
+                  "--seconds", "0.02", "--threads", "1", "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert re.fullmatch(r"max ratio: \d+\.\d\d", lines[-1]), lines[-1]
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert [(row["workload"], row["backend"]) for row in document["rows"]] == [("mlp", "torch"), ("cnn", "torch")]
+    for row in document["rows"]:
+        turns = row["pairs"][0]
+        assert len(turns["native"]) == len(turns["xfbench"]) == 2
+        assert 0.2 < row["ratio"] < 5, row  # the same kernels on both sides: never an order of magnitude apart
+        assert 0 < row["floor_fraction"] < 1.5, row
+    assert float(lines[-1].split()[-1]) == pytest.approx(max(row["ratio"] for row in document["rows"]), abs=0.005)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backends", "pytorch"], "unknown backend 'pytorch'; choose from: tf-graph, tf-eager, torch, jax"),
+    (["--pairs", "0"], "--pairs must be at least 1, got 0"),
+])
+def test_overhead_benchmark_bad_input(args, message):
+    done = python(str(BENCH / "native_overhead.py"), *args)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
