@@ -108,18 +108,6 @@ def native_command(backend: str, threads: int, workloads: tuple[str, ...] = WORK
     return command + (["--serve"] if serve else [])
 
 
-def run_native(backend: str, args: argparse.Namespace, workloads: tuple[str, ...] = WORKLOADS) -> dict[str, float]:
-    """Median step ms of the workloads from one native process run once (used by process_noise.py)."""
-    from xfbench.compare.allocator import worker_env
-
-    done = subprocess.run(native_command(backend, args.threads, workloads, args.seconds), capture_output=True,
-                          text=True, timeout=600, env=worker_env(args.malloc, os.environ))
-    if done.returncode != 0:
-        raise RuntimeError(f"native {backend} failed: {done.stderr.strip().splitlines()[-1:]}")
-    lines = [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
-    return {line["workload"]: line["step_ms"]["median"] for line in lines}
-
-
 class Server:
     """A measuring process speaking the protocol of native/common.py's ``serve``."""
 
@@ -139,7 +127,7 @@ class Server:
         self.process.wait()
         self.log.seek(0)
         tail = [line for line in self.log.read().strip().splitlines() if line.strip()][-1:]
-        raise RuntimeError(f"{self.name} exited with status {self.process.returncode}: {tail}")
+        raise RuntimeError(f"{self.name} process exited with status {self.process.returncode}: {tail}")
 
     def turn(self, workload: str, seconds: float) -> float:
         """Median per-step ms of one measurement turn."""
@@ -156,29 +144,36 @@ class Server:
         self.log.close()
 
 
-def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """One fresh native process and one fresh xfbench process, taking turns; per workload, each side's turn
-    medians in order. Both processes get the same environment (xfbench's allocator policy included)."""
-    from xfbench.compare.allocator import worker_env
-
-    env = worker_env(args.malloc, os.environ)
-    sides = {
-        "native": Server(f"native {backend}", native_command(backend, args.threads, serve=True), env),
-        "xfbench": Server(f"xfbench {backend}", [sys.executable, os.path.join(HERE, "_xfbench_serve.py"), backend,
-                                                 str(args.threads), ",".join(WORKLOADS)], env),
-    }
+def take_turns(commands: dict[str, list[str]], env: dict[str, str], turns: int, seconds: float,
+               workloads: tuple[str, ...] = WORKLOADS) -> dict[str, dict[str, list[float]]]:
+    """Start one serving process per side, then let the sides take ``turns`` alternating turns per workload (the
+    order flips every turn); per workload, each side's turn medians in order."""
+    sides = {side: Server(side, command, env) for side, command in commands.items()}
     try:
         for server in sides.values():
             server.reply("ready")
-        out: dict[str, dict[str, list[float]]] = {w: {"native": [], "xfbench": []} for w in WORKLOADS}
-        for turn in range(args.turns):
-            for workload in WORKLOADS:
-                for side in ("native", "xfbench") if turn % 2 == 0 else ("xfbench", "native"):
-                    out[workload][side].append(sides[side].turn(workload, args.seconds))
+        out: dict[str, dict[str, list[float]]] = {w: {side: [] for side in sides} for w in workloads}
+        for turn in range(turns):
+            for workload in workloads:
+                for side in list(sides) if turn % 2 == 0 else list(sides)[::-1]:
+                    out[workload][side].append(sides[side].turn(workload, seconds))
         return out
     finally:
         for server in sides.values():
             server.close()
+
+
+def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """One fresh native process and one fresh xfbench process taking turns. Both get the same environment
+    (xfbench's allocator policy included)."""
+    from xfbench.compare.allocator import worker_env
+
+    commands = {
+        "native": native_command(backend, args.threads, serve=True),
+        "xfbench": [sys.executable, os.path.join(HERE, "_xfbench_serve.py"), backend, str(args.threads),
+                    ",".join(WORKLOADS)],
+    }
+    return take_turns(commands, worker_env(args.malloc, os.environ), args.turns, args.seconds)
 
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:

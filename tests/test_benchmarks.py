@@ -63,3 +63,13 @@ def test_overhead_benchmark_bad_input(args, message):
     done = python(str(BENCH / "native_overhead.py"), *args)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
+
+
+def test_process_noise_script():
+    ready_backend("torch")
+    done = python(str(BENCH / "process_noise.py"), "--backend", "torch", "--workload", "mlp", "--runs", "2",
+                  "--seconds", "0.05", "--pairs", "1", "--turns", "2", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    fresh, pairs = done.stdout.strip().splitlines()
+    assert re.search(r"2 fresh processes, median step \d+\.\d+ ms, .* minor page faults per step \d+-\d+$", fresh), fresh
+    assert re.search(r"1 pairs of identical processes, 2 turns each: median ratio B / A per pair \d\.\d{3}$", pairs)

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -172,14 +173,17 @@ def time_steps(step: Callable[[int], Any], sync: Callable[[Any], Any], seconds: 
     timer = BlockTimer(step, sync)
     first_step_s = timer.warm_up()
     per_step_ms: list[float] = []
+    faults_before, steps_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, timer.counter
     t_start = time.perf_counter()
     while len(per_step_ms) < min_blocks or time.perf_counter() - t_start < seconds:
         per_step_ms.append(timer.block_ms())
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     q25, q50, q75 = np.percentile(per_step_ms, [25, 50, 75])
     return {
         "step_ms": {"median": float(q50), "iqr": float(q75 - q25), "min": min(per_step_ms), "n": len(per_step_ms)},
         "first_step_s": first_step_s,
         "steps_per_block": timer.k,
+        "page_faults_per_step": faults / (timer.counter - steps_before),  # minor faults, whole process
     }
 
 
@@ -230,6 +234,7 @@ def emit(framework: str, mode: str, args: argparse.Namespace, timing: dict[str, 
         "workload": workload,
         "step_ms": {k: round(v, 4) if isinstance(v, float) else v for k, v in timing["step_ms"].items()},
         "first_step_s": round(timing["first_step_s"], 4),
+        "page_faults_per_step": round(timing["page_faults_per_step"], 1),
         "threads": args.threads,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **versions},
     }

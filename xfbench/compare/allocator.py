@@ -32,7 +32,14 @@ STEADY_TUNABLES = ":".join([
 
 
 def worker_env(policy: str, env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a worker process under ``policy`` (the user's own GLIBC_TUNABLES wins)."""
+    """``env`` for a worker process under ``policy`` (the user's own GLIBC_TUNABLES wins).
+
+    Example:
+        >>> worker_env("steady", {"HOME": "/root"})["GLIBC_TUNABLES"].split(":")[0]
+        'glibc.malloc.mmap_max=0'
+        >>> worker_env("system", {"HOME": "/root"})
+        {'HOME': '/root'}
+    """
     out = dict(env)
     if policy == "steady" and "GLIBC_TUNABLES" not in env:
         out["GLIBC_TUNABLES"] = STEADY_TUNABLES
