@@ -68,6 +68,7 @@ FAKES = {
     "fake-ref": "tests.fake_backend:ReferenceBackend",
     "fake-crash": "tests.fake_backend:CrashingBackend",
     "fake-missing": "tests.fake_backend:MissingBackend",
+    "fake-scratch": "tests.fake_backend:ScratchBackend",
 }
 
 

@@ -2,7 +2,8 @@
 
 ``ReferenceBackend`` trains with the float64 NumPy reference (``xfbench.tasks.reference``): a real, framework-free
 adapter, so a worker starts in well under a second and the tests do not depend on any framework being installed.
-``CrashingBackend`` misbehaves for tasks with special names; ``MissingBackend``'s "framework" does not exist.
+``CrashingBackend`` misbehaves for tasks with special names; ``MissingBackend``'s "framework" does not exist;
+``ScratchBackend`` mallocs and frees a large block every step (for the allocator policy).
 ``WrongFlattenTorchBackend`` and ``SwappedKernelTorchBackend`` are PyTorch adapters with a deliberately wrong layout
 conversion, for the parity tests.
 """
@@ -105,6 +106,37 @@ class CrashingBackend(ReferenceBackend):
         if task.name == "raise":
             raise RuntimeError("deliberate failure in build")
         return super().build(task, device_kind, weights)
+
+
+class ScratchTrainer(ReferenceTrainer):
+    """Each step also takes a 48 MiB scratch block from malloc, writes it and frees it, as XLA's CPU runtime does
+    with a CNN step's temporaries."""
+
+    SCRATCH_BYTES = 48 << 20
+
+    def __init__(self, task: Task, weights: Weights) -> None:
+        import ctypes
+
+        super().__init__(task, weights)
+        self._ctypes = ctypes
+        self._libc = ctypes.CDLL(None)
+        self._libc.malloc.restype = ctypes.c_void_p
+        self._libc.free.argtypes = [ctypes.c_void_p]
+
+    def train_step(self, batch: int) -> Any:
+        block = self._libc.malloc(self.SCRATCH_BYTES)
+        self._ctypes.memset(block, 1, self.SCRATCH_BYTES)
+        self._libc.free(block)
+        return super().train_step(batch)
+
+
+class ScratchBackend(ReferenceBackend):
+    """The reference backend with a large per-step scratch allocation (``ScratchTrainer``)."""
+
+    name = "fake-scratch"
+
+    def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
+        return ScratchTrainer(task, weights)
 
 
 class MissingBackend(ReferenceBackend):

@@ -23,7 +23,7 @@ CELL = {"task", "backend", "device", "status", "error", "versions", "threads", "
         "timing", "memory", "parity"}
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
-STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "protocol")
+STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step", "protocol")
 PROTOCOL = {"sync", "warmup_s", "min_block_s", "min_blocks", "max_blocks", "budget_s"}
 
 
@@ -74,6 +74,8 @@ def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
     _number(timing["samples_per_s"], f"{where}.samples_per_s", low=0)
     assert timing["samples_per_s"] > 0
     assert timing["recompiles"] is None or (isinstance(timing["recompiles"], int) and timing["recompiles"] >= 0)
+    faults = timing["page_faults_per_step"]
+    assert faults is None or (isinstance(faults, (int, float)) and faults >= 0), f"{where}: page_faults_per_step"
     assert set(timing["protocol"]) == PROTOCOL, f"{where}.protocol: {sorted(timing['protocol'])}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,25 @@ def test_workers_run_under_the_policy_and_the_result_records_it(fakes, policy, m
     assert cell.fingerprint["glibc_tunables"] == expected
     assert result.config["malloc"]["policy"] == policy
     assert result.config["malloc"]["glibc_tunables"] == expected
+
+
+@pytest.mark.skipif(not GLIBC, reason="GLIBC_TUNABLES is a glibc feature")
+def test_a_run_reports_the_page_faults_the_policy_prevents(fakes, monkeypatch):
+    """End to end: a backend whose step frees and retakes 48 MiB faults it back in every step under glibc's
+    defaults, and the cell's ``page_faults_per_step`` shows it; under ``steady`` it does not."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    faults = {}
+    for policy in ("system", "steady"):
+        result = xfbench.run(tasks=[small("a")], backends="fake-scratch", threads=1, timing=TimingOptions.quick(),
+                             malloc=policy)
+        cell = result.cell("a", "fake-scratch")
+        assert cell.ok, cell.error
+        faults[policy] = (cell.timing["page_faults_per_step"], xfbench.table(result))
+    pages = (48 << 20) // 4096
+    assert faults["system"][0] > pages / 2, faults
+    assert faults["steady"][0] < pages / 100, faults
+    assert re.search(r"ok \([\d,]+ page faults/step\)", faults["system"][1]), "the table should flag the faults"
+    assert "page faults" not in faults["steady"][1]
 
 
 # 40 rounds of malloc(48 MiB), write every page, free: glibc's default serves a block this large with mmap and

@@ -7,7 +7,8 @@ Protocol (recorded in every result cell under ``timing.protocol``):
   no host copies inside it; ``block_steps`` is calibrated so a block lasts at least ``min_block_s``;
 - blocks are collected until at least ``min_blocks`` and ``budget_s`` seconds (or ``max_blocks``);
 - the per-step time of a block is its time / block_steps; we report the median, IQR, min and number of blocks;
-- a trace/compile during timed blocks (the backend's compile counter moved) is reported as ``recompiles``.
+- a trace/compile during timed blocks (the backend's compile counter moved) is reported as ``recompiles``;
+- the process's minor page faults during timed blocks, per step, as ``page_faults_per_step``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def time_first_step(trainer: Trainer) -> float:
     return time.perf_counter() - start
 
 
+def minor_page_faults() -> int | None:
+    """Minor page faults of this process so far (None where the OS does not count them). Memory a step frees to
+    the OS and touches again shows up here: see ``compare.allocator``."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class StepTimer:
     """Runs a trainer's steady-state steps in synced blocks, cycling through the current epoch's batches.
 
@@ -98,11 +109,12 @@ class StepTimer:
 def measure_steady_state(timer: StepTimer, options: TimingOptions) -> dict[str, Any]:
     """Time steady-state steps: warm-up, then synced blocks until the options' budget is spent.
 
-    Returns ``step_ms`` statistics, ``block_steps``, ``timed_steps`` and ``recompiles`` (None where the backend
-    does not compile).
+    Returns ``step_ms`` statistics, ``block_steps``, ``timed_steps``, ``recompiles`` (None where the backend
+    does not compile) and ``page_faults_per_step`` (None where the OS does not count them).
     """
     block_steps = timer.warm_up(options)
     compiles_before = timer.trainer.compile_count()
+    faults_before = minor_page_faults()
     samples_ms: list[float] = []
     started = time.perf_counter()
     while len(samples_ms) < options.max_blocks:
@@ -112,6 +124,7 @@ def measure_steady_state(timer: StepTimer, options: TimingOptions) -> dict[str, 
             break
         if len(samples_ms) >= max(3, options.min_blocks // 2) and elapsed >= 4 * options.budget_s:
             break  # very slow steps: fewer blocks rather than a run that never ends
+    faults = minor_page_faults()
     compiles_after = timer.trainer.compile_count()
     recompiles = None if compiles_before is None or compiles_after is None else compiles_after - compiles_before
     return {
@@ -119,6 +132,8 @@ def measure_steady_state(timer: StepTimer, options: TimingOptions) -> dict[str, 
         "block_steps": block_steps,
         "timed_steps": block_steps * len(samples_ms),
         "recompiles": recompiles,
+        "page_faults_per_step": (None if faults is None or faults_before is None
+                                 else (faults - faults_before) / (block_steps * len(samples_ms))),
     }
 
 

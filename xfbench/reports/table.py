@@ -47,11 +47,21 @@ def _parity(cell: Cell) -> str:
     return f"{verdict} ({_num(cell.parity.get('forward_max_abs'), 2)})"
 
 
+FAULTS_WORTH_NOTING = 100  # minor page faults per step; a steady step has about none
+
+
 def _status(cell: Cell) -> str:
-    if cell.ok:
-        recompiles = cell.timing.get("recompiles")
-        return "ok" + (f" ({recompiles} recompiles while timed)" if recompiles else "")
-    return f"{cell.status}: {cell.error}"
+    """``ok``, with what makes the step time suspect: recompiles or page faults while timed."""
+    if not cell.ok:
+        return f"{cell.status}: {cell.error}"
+    notes = []
+    recompiles = cell.timing.get("recompiles")
+    if recompiles:
+        notes.append(f"{recompiles} recompiles while timed")
+    faults = cell.timing.get("page_faults_per_step")
+    if faults is not None and faults >= FAULTS_WORTH_NOTING:
+        notes.append(f"{faults:,.0f} page faults/step")
+    return "ok" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def rows(cells: list[Cell], with_parity: bool) -> list[list[str]]:
