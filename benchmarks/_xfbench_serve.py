@@ -11,6 +11,7 @@ they run in turns on command, interleaved with the native process, through the p
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -30,15 +31,13 @@ def main(backend_name: str, threads: int, workloads: list[str]) -> None:
     from xfbench.compare.timing import TimingOptions
 
     tasks = workload_tasks()
-    turns, first_step_s = {}, {}
+    block_ms, first_step_s = {}, {}
     for workload in workloads:
         trainer, _, phases = build_train_evaluate(backend, tasks[workload], "cpu")
         first_step_s[workload] = phases["first_step_s"]
         timer = steady_state_timer(trainer, tasks[workload])
-        block_steps = timer.warm_up(TimingOptions())
-        turns[workload] = lambda seconds, timer=timer, k=block_steps: common.timed_turn(
-            lambda: timer.time_block(k), seconds)
-    common.serve(turns, {"framework": backend_name, "import_s": import_s, "first_step_s": first_step_s,
+        block_ms[workload] = functools.partial(timer.time_block, timer.warm_up(TimingOptions()))
+    common.serve(block_ms, {"framework": backend_name, "import_s": import_s, "first_step_s": first_step_s,
                          "threads": threads, "versions": backend.versions()})
 
 

@@ -198,15 +198,15 @@ def timed_turn(block_ms: Callable[[], float], seconds: float, min_blocks: int = 
     return samples
 
 
-def serve(turns: dict[str, Callable[[float], list[float]]], ready: dict[str, Any]) -> None:
+def serve(block_ms: dict[str, Callable[[], float]], ready: dict[str, Any]) -> None:
     """Interleaving protocol for benchmarks/native_overhead.py: after build and warm-up, print one JSON line
-    {"ready": ...}, then for each stdin line {"workload": W, "seconds": S} run one measurement turn of workload W
-    and print {"step_ms": [per-step ms of each block]}; exit at end of input. The process stays idle between
-    turns while the other side measures."""
+    {"ready": ...}, then for each stdin line {"workload": W, "seconds": S} run one `timed_turn` of W's calibrated
+    block (`block_ms[W]`, per-step ms of one block) and print {"step_ms": [per-step ms of each block]}; exit at end
+    of input. The process stays idle between turns while the other side measures."""
     print(json.dumps({"ready": ready}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)
-        print(json.dumps({"step_ms": turns[command["workload"]](command["seconds"])}), flush=True)
+        print(json.dumps({"step_ms": timed_turn(block_ms[command["workload"]], command["seconds"])}), flush=True)
 
 
 def run(framework: str, mode: str, args: argparse.Namespace, build: Callable[[str], tuple[Callable, Callable]],
@@ -216,12 +216,12 @@ def run(framework: str, mode: str, args: argparse.Namespace, build: Callable[[st
         for workload in args.workload:
             emit(framework, mode, args, time_steps(*build(workload), args.seconds), versions, workload)
         return
-    turns, first_step_s = {}, {}
+    block_ms, first_step_s = {}, {}
     for workload in args.workload:
         timer = BlockTimer(*build(workload))
         first_step_s[workload] = timer.warm_up()
-        turns[workload] = lambda seconds, timer=timer: timed_turn(timer.block_ms, seconds)
-    serve(turns, {"framework": framework, "mode": mode, "first_step_s": first_step_s, "threads": args.threads,
+        block_ms[workload] = timer.block_ms
+    serve(block_ms, {"framework": framework, "mode": mode, "first_step_s": first_step_s, "threads": args.threads,
                   "versions": versions})
 
 

@@ -2,16 +2,18 @@
 
 glibc's malloc serves large blocks with mmap and hands freed memory back to the OS (trimming, heap deletion),
 with thresholds that adapt to each process's allocation history. A training step that frees and reallocates
-tens of megabytes then page-faults that memory again every step, and how often depends on the process:
-- torch, 28x28 CNN: identical fresh processes had 0 or 2,000-4,800 minor page faults per step, and step times
-  of 17.8 vs 21.5 ms (bimodal from process to process);
+tens of megabytes then page-faults that memory again every step, and how often depends on the process
+(``python benchmarks/process_noise.py --backend torch|jax --workload cnn --malloc system`` vs ``--malloc steady``):
+- torch, 28x28 CNN: identical fresh processes had 0 to 7,966 minor page faults per step; two identical
+  processes taking turns measured 0.60-1.26x each other under glibc's defaults, 0.91-1.02x under ``steady``;
 - jax, 28x28 CNN: XLA allocates two temporaries of 46 and 51 MB per step (above glibc's 32 MB mmap ceiling), so
-  every step mmaps and unmaps them: 11,250 page faults per step, 54-60 ms per step vs 37-44 ms without.
+  every step mmaps and unmaps them: 11,243-11,419 page faults and 54.8 ms per step, against 12-1,024 faults
+  and 39.6 ms under ``steady``.
 
 ``steady`` (the default) starts each worker with GLIBC_TUNABLES that keep freed memory in the process (no mmap for
-allocations, no trimming, heaps kept): the page-fault cost and its process-to-process variation disappear
-for every framework alike (measured above with benchmarks/native loops, ``resource.getrusage`` minor faults).
-The price is memory that stays with the process (jax on the 28x28 CNN task: 1,138 MB peak RSS against 898 MB).
+allocations, no trimming, heaps kept): the page-fault cost, and with it most of the process-to-process
+variation, disappears for every framework alike. The price is memory that stays with the process (jax on the
+28x28 CNN task: 1,138 MB peak RSS against 898 MB).
 ``system`` leaves glibc's defaults, i.e. what a framework gets out of the box. A GLIBC_TUNABLES the user already
 set is respected and recorded. On systems without glibc the variable has no effect and is recorded as such.
 """

@@ -132,7 +132,7 @@ def measure_steady_state(timer: StepTimer, options: TimingOptions) -> dict[str, 
         "block_steps": block_steps,
         "timed_steps": block_steps * len(samples_ms),
         "recompiles": recompiles,
-        "page_faults_per_step": (None if faults is None or faults_before is None
+        "page_faults_per_step": (None if faults is None  # the OS counts both readings or neither
                                  else (faults - faults_before) / (block_steps * len(samples_ms))),
     }
 
