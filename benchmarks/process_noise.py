@@ -49,6 +49,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 2:
         parser.error(f"--runs must be at least 2, got {args.runs}")
+    if args.pairs < 0 or args.turns < 1:
+        parser.error(f"--pairs must be at least 0 and --turns at least 1, got {args.pairs} and {args.turns}")
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be positive, got {args.seconds}")
     from xfbench.compare.allocator import worker_env
 
     env = worker_env(args.malloc, os.environ)

@@ -73,3 +73,9 @@ def test_process_noise_script():
     fresh, pairs = done.stdout.strip().splitlines()
     assert re.search(r"2 fresh processes, median step \d+\.\d+ ms, .* minor page faults per step \d+-\d+$", fresh), fresh
     assert re.search(r"1 pairs of identical processes, 2 turns each: median ratio B / A per pair \d\.\d{3}$", pairs)
+
+
+def test_process_noise_bad_input():
+    done = python(str(BENCH / "process_noise.py"), "--turns", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--pairs must be at least 0 and --turns at least 1, got 3 and 0")
