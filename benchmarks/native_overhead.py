@@ -2,16 +2,18 @@
 
 Two workloads (batch 128, Adam lr 1e-3, softmax cross-entropy): an MLP 784-256-256-10 and a CNN
 conv32 3x3 -> relu -> maxpool 2 -> conv64 3x3 -> relu -> maxpool 2 -> dense 10 on 28x28x1. The native side is
-benchmarks/native/ (no xfbench code); the xfbench side is xfbench's own worker code and timing harness on the same
-workloads defined through its public task API (benchmarks/_xfbench_serve.py).
+benchmarks/native/ (no xfbench code); the xfbench side is xfbench's own worker process, given the same workloads
+through the public task API and trained and timed by the same commands ``xfbench run`` sends it.
 
-How it is measured. For each backend, a native process and an xfbench process are started, each builds and warms
-up both workloads, and then they take turns: one measures for ``--seconds`` while the other sits idle, then the
-other, alternating which goes first, ``--turns`` times per workload. Each turn is one untimed block and then
-synced blocks of >= 50 ms; the turn's value is the median per-step time of its blocks. The ratio xfbench / native
-is taken between the two adjacent turns, so the load of this shared machine, which drifts by tens of percent
-over seconds, cancels. Fresh pairs of processes are started ``--pairs`` times (process placement and memory
-layout vary between processes); the reported ratio is the median of all turn ratios, with the per-pair medians.
+How it is measured. For each backend, a native process and an xfbench worker are started; the native process
+builds and warms up both workloads, the worker prepares one workload at a time (build, one epoch, evaluation,
+warm-up). Then they take turns through xfbench's own scheduler (``compare.schedule.run_rounds``): one measures
+for ``--seconds`` while the other sits idle, then the other, the order flipping every round, ``--turns`` times per
+workload. Each turn is one untimed block and then synced blocks of >= 50 ms; the turn's value is the median
+per-step time of its blocks. The ratio xfbench / native is taken between the two turns of a round, so the load of
+this shared machine, which drifts by tens of percent over seconds, cancels. Fresh pairs of processes are started
+``--pairs`` times (process placement and memory layout vary between processes); the reported ratio is the median
+of all turn ratios, with the per-pair medians.
 
 It also measures this machine's float32 matrix-multiply rate (NumPy/BLAS, same thread count, once per round of
 pairs, the best taken as the floor), counts each workload's FLOPs per step from the spec, and prints the fraction
@@ -25,6 +27,7 @@ The last line is ``max ratio: X.XX``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -32,10 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+from xfbench.compare.schedule import TurnError, run_rounds  # noqa: E402
 
 # (backend, native script, native mode)
 MODES = {
@@ -110,7 +116,7 @@ def native_command(backend: str, threads: int, workloads: tuple[str, ...] = WORK
 
 
 class Server:
-    """A measuring process speaking the protocol of native/common.py's ``serve``."""
+    """A native measuring process speaking the protocol of native/common.py's ``serve``."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.name = name
@@ -128,7 +134,7 @@ class Server:
         self.process.wait()
         self.log.seek(0)
         tail = [line for line in self.log.read().strip().splitlines() if line.strip()][-1:]
-        raise RuntimeError(f"{self.name} process exited with status {self.process.returncode}: {tail}")
+        raise TurnError(f"{self.name} process exited with status {self.process.returncode}: {tail}")
 
     def turn(self, workload: str, seconds: float) -> float:
         """Median per-step ms of one measurement turn."""
@@ -145,36 +151,86 @@ class Server:
         self.log.close()
 
 
+class XfbenchSide:
+    """The xfbench side: xfbench's own worker process (``compare.worker``, started by ``compare.executor``), trained
+    and timed through the same commands ``xfbench run`` sends it."""
+
+    def __init__(self, executor: Any, backend: str, threads: int, malloc: str) -> None:
+        from xfbench.compare.executor import WorkerSpec
+
+        self.tasks = workload_tasks()
+        self.worker = executor.start(WorkerSpec(backend, "cpu", threads, list(self.tasks.values()), malloc))
+        self.block_steps = 1
+        self.ask(None, "ready")
+
+    def ask(self, message: dict[str, Any] | None, expect: str) -> dict[str, Any]:
+        if message is not None:
+            self.worker.send(message)
+        reply = self.worker.receive(time.monotonic() + 600)
+        if reply is None or reply.get("event") != expect or reply.get("status", "ok") != "ok":
+            raise TurnError(f"xfbench worker: expected {expect}, got {reply}")
+        return reply
+
+    def prepare(self, workload: str, min_block_s: float = 0.05) -> None:
+        from xfbench.compare.timing import TimingOptions, block_steps_for
+
+        reply = self.ask({"op": "prepare", "task": list(self.tasks).index(workload), "process": 0,
+                          "warmup_s": TimingOptions.warmup_s}, "prepared")
+        self.block_steps = block_steps_for(reply["seconds_per_step"], min_block_s)
+
+    def turn(self, seconds: float) -> float:
+        reply = self.ask({"op": "turn", "block_steps": self.block_steps, "turn_s": seconds, "min_blocks": 3}, "turn")
+        return statistics.median(reply["block_ms"])
+
+    def release(self) -> None:
+        self.ask({"op": "release"}, "released")
+
+
+def alternate(sides: dict[str, Callable[[], float]], turns: int) -> dict[str, list[float]]:
+    """Each side's turn values, the sides taking turns through xfbench's scheduler (the order flips every round)."""
+    out: dict[str, list[float]] = {side: [] for side in sides}
+    for turn in run_rounds(sides, turns):
+        out[turn.key].append(turn.value)
+    if any(len(values) != turns for values in out.values()):
+        raise RuntimeError(f"a side dropped out: {', '.join(f'{side} {len(v)} turns' for side, v in out.items())}")
+    return out
+
+
 def take_turns(commands: dict[str, list[str]], env: dict[str, str], turns: int, seconds: float,
                workloads: tuple[str, ...] = WORKLOADS) -> dict[str, dict[str, list[float]]]:
-    """Start one serving process per side, then let the sides take ``turns`` alternating turns per workload (the
-    order flips every turn); per workload, each side's turn medians in order."""
+    """Start one native serving process per side, then let the sides take ``turns`` alternating turns per workload;
+    per workload, each side's turn medians in order."""
     sides = {side: Server(side, command, env) for side, command in commands.items()}
     try:
         for server in sides.values():
             server.reply("ready")
-        out: dict[str, dict[str, list[float]]] = {w: {side: [] for side in sides} for w in workloads}
-        for turn in range(turns):
-            for workload in workloads:
-                for side in list(sides) if turn % 2 == 0 else list(sides)[::-1]:
-                    out[workload][side].append(sides[side].turn(workload, seconds))
-        return out
+        return {workload: alternate({side: functools.partial(server.turn, workload, seconds)
+                                     for side, server in sides.items()}, turns) for workload in workloads}
     finally:
         for server in sides.values():
             server.close()
 
 
 def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """One fresh native process and one fresh xfbench process taking turns. Both get the same environment
+    """One fresh native process and one fresh xfbench worker taking turns. Both get the same environment
     (xfbench's allocator policy included)."""
     from xfbench.compare.allocator import worker_env
+    from xfbench.compare.executor import LocalExecutor
 
-    commands = {
-        "native": native_command(backend, args.threads, serve=True),
-        "xfbench": [sys.executable, os.path.join(HERE, "_xfbench_serve.py"), backend, str(args.threads),
-                    ",".join(WORKLOADS)],
-    }
-    return take_turns(commands, worker_env(args.malloc, os.environ), args.turns, args.seconds)
+    native = Server("native", native_command(backend, args.threads, serve=True), worker_env(args.malloc, os.environ))
+    try:
+        with LocalExecutor() as executor:
+            ours = XfbenchSide(executor, backend, args.threads, args.malloc)
+            native.reply("ready")
+            out = {}
+            for workload in WORKLOADS:
+                ours.prepare(workload)
+                out[workload] = alternate({"native": functools.partial(native.turn, workload, args.seconds),
+                                           "xfbench": functools.partial(ours.turn, args.seconds)}, args.turns)
+                ours.release()
+            return out
+    finally:
+        native.close()
 
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:

@@ -110,10 +110,10 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def regression_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    """``xfbench run --tasks regression --backends <all four> --epochs 5 --json PATH``, run once per session: the
-    CLI end-to-end test and the schema test both read it."""
+    """``xfbench run --tasks regression --backends <all four> --epochs 5 --rounds 4 --processes 2 --json PATH``, run
+    once per session: the CLI end-to-end test and the schema test both read it."""
     path = tmp_path_factory.mktemp("run") / "sub" / "regression.json"  # a missing parent folder: save() creates it
     args = ["run", "--tasks", "regression", "--backends", ",".join(ALL_BACKENDS), "--epochs", "5", "--threads",
-            str(THREADS), "--json", str(path)]
+            str(THREADS), "--rounds", "4", "--processes", "2", "--json", str(path)]
     done = run_cli(*args)
     return CliRun(args, done.returncode, done.stdout, done.stderr, path)

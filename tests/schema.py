@@ -1,4 +1,4 @@
-"""The result schema of docs/schema.md (``schema_version`` 1) as a checker other tests reuse.
+"""The result schema of docs/schema.md (``schema_version`` 2) as a checker other tests reuse.
 
 ``check_result_schema(document)`` asserts that a result document (the parsed JSON) has every documented field with
 the documented type and range, and nothing undocumented. Cells that are not ``ok`` need only the identity fields and
@@ -10,21 +10,33 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from xfbench.tasks import get_task, task_names
 
-TOP_LEVEL = ["schema_version", "created", "machine", "config", "cells"]
+TOP_LEVEL = ["schema_version", "created", "complete", "versions", "machine", "config", "cells", "comparisons"]
 MACHINE = {"cpu": str, "cores": int, "os": str, "python": str}
-CONFIG = {"tasks": list, "task_descriptions": dict, "backends": list, "devices": list, "threads": int,
-          "timeout_s": float, "seeds": int, "epochs": dict, "malloc": dict}
-CELL = {"task", "backend", "device", "status", "error", "versions", "threads", "fingerprint", "metrics", "seed_metrics",
-        "timing", "memory", "parity"}
+VERSIONS = {"xfbench", "numpy", "scipy", "python"}
+CONFIG = {"tasks": list, "task_descriptions": dict, "task_hashes": dict, "backends": list, "devices": list,
+          "threads": int, "timeout_s": float, "seeds": int, "epochs": dict, "malloc": dict}
+CELL = {"task", "backend", "device", "status", "error", "task_hash", "versions", "threads", "fingerprint", "metrics",
+        "seed_metrics", "timing", "memory", "parity"}
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
-STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step", "protocol")
-PROTOCOL = {"sync", "warmup_s", "min_block_s", "min_blocks", "max_blocks", "budget_s"}
+STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step")
+TIMING = {*PHASES, *STEADY, "session", "protocol", "processes", "turns"}
+PROTOCOL = {"sync", "turn", "warmup_s", "min_block_s", "turn_s", "min_blocks", "rounds", "processes", "order",
+            "schedule"}
+PROCESS = {"process", "pid", "import_s", "build_s", "first_step_s", "train_s", "eval_s", "trained_epochs",
+           "peak_rss_mb"}
+TURN = {"process", "round", "position", "start_s", "block_ms"}
+COMPARISON = {"task", "device", "reference", "ratios", "fastest", "runner_up", "resolved", "paired", "method",
+              "workers_peak_rss_mb", "note"}
+RATIO = {"backend", "ratio", "low", "high", "per_process", "rounds", "resolved"}
 
 
 def _reject_constant(name: str) -> None:
@@ -55,13 +67,41 @@ def check_metrics(cell: dict[str, Any], where: str) -> None:
         _number(value, f"{where}.metrics.{name}", low, high)
 
 
+def check_turns(timing: dict[str, Any], where: str) -> None:
+    """The raw turns: every process took at most one turn per round, positions are distinct within a round, and the
+    summary statistics are those of the raw blocks."""
+    protocol = timing["protocol"]
+    turns = timing["turns"]
+    assert turns, f"{where}: a measured cell keeps its raw turns"
+    seen = set()
+    for turn in turns:
+        assert set(turn) == TURN, f"{where}.turns: {sorted(turn)}"
+        assert 0 <= turn["process"] < protocol["processes"] and 0 <= turn["round"] < protocol["rounds"], turn
+        assert (turn["process"], turn["round"]) not in seen, f"{where}: two turns of one process in one round"
+        seen.add((turn["process"], turn["round"]))
+        assert len(turn["block_ms"]) >= protocol["min_blocks"] and all(v > 0 for v in turn["block_ms"]), turn
+        _number(turn["start_s"], f"{where}.turns.start_s", low=0)
+    blocks = [value for turn in turns for value in turn["block_ms"]]
+    assert timing["step_ms"]["n"] == len(blocks), f"{where}: step_ms.n {timing['step_ms']['n']} != {len(blocks)} blocks"
+    assert timing["step_ms"]["min"] == min(blocks)
+    assert timing["step_ms"]["median"] == pytest.approx(statistics.median(blocks))
+
+
 def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
+    assert set(timing) == TIMING, f"{where}.timing: {sorted(set(timing) ^ TIMING)}"
     for name in PHASES:
         _number(timing.get(name), f"{where}.timing.{name}", low=0)
         assert timing[name] > 0, f"{where}.timing.{name} is 0: a measurement not taken must be null"
+    processes = timing["processes"]
+    assert processes and all(set(process) == PROCESS for process in processes), f"{where}.processes"
+    assert processes[0]["process"] == 0 and processes[0]["trained_epochs"] >= 1, f"{where}.processes[0]"
     if not steady:
-        assert not set(STEADY) & set(timing), f"{where}: steady-state fields without measuring"
+        assert all(timing[name] is None for name in STEADY), f"{where}: steady-state fields without measuring"
+        assert timing["turns"] == [] and timing["protocol"] == {}, where
         return
+    assert set(timing["protocol"]) == PROTOCOL, f"{where}.protocol: {sorted(timing['protocol'])}"
+    assert len(processes) == timing["protocol"]["processes"], f"{where}: one entry per worker process"
+    assert isinstance(timing["session"], str) and timing["session"], f"{where}.session"
     step = timing["step_ms"]
     assert set(step) == {"median", "iqr", "min", "n"}, f"{where}.timing.step_ms: {sorted(step)}"
     _number(step["n"], f"{where}.step_ms.n", low=1, integer=True)
@@ -76,7 +116,27 @@ def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
     assert timing["recompiles"] is None or (isinstance(timing["recompiles"], int) and timing["recompiles"] >= 0)
     faults = timing["page_faults_per_step"]
     assert faults is None or (isinstance(faults, (int, float)) and faults >= 0), f"{where}: page_faults_per_step"
-    assert set(timing["protocol"]) == PROTOCOL, f"{where}.protocol: {sorted(timing['protocol'])}"
+    check_turns(timing, where)
+
+
+def check_comparison(comparison: dict[str, Any], cells: list[dict[str, Any]], where: str) -> None:
+    """A comparison: one ratio per measured ok cell of its task and device, 1.0 for the reference, intervals that
+    hold their estimate, the fastest the one with the lowest ratio."""
+    assert set(comparison) == COMPARISON, f"{where}: {sorted(set(comparison) ^ COMPARISON)}"
+    measured = sorted(cell["backend"] for cell in cells if cell["task"] == comparison["task"]
+                      and cell["device"]["kind"] == comparison["device"] and cell["status"] == "ok")
+    ratios = {ratio["backend"]: ratio for ratio in comparison["ratios"]}
+    assert sorted(ratios) == measured, f"{where}: ratios for {sorted(ratios)}, measured {measured}"
+    for ratio in comparison["ratios"]:
+        assert set(ratio) == RATIO, f"{where}.ratios: {sorted(ratio)}"
+        _number(ratio["ratio"], f"{where}.ratio", low=0)
+        if ratio["low"] is not None:
+            assert ratio["low"] <= ratio["ratio"] <= ratio["high"], f"{where}: {ratio}"
+            assert ratio["resolved"] == (ratio["low"] > 1 or ratio["high"] < 1), f"{where}: {ratio}"
+    reference = ratios[comparison["reference"]]
+    assert reference["ratio"] == reference["low"] == reference["high"] == 1.0, reference
+    fastest = min(comparison["ratios"], key=lambda item: item["ratio"])["backend"]
+    assert comparison["fastest"] == fastest, f"{where}: fastest {comparison['fastest']} but lowest ratio {fastest}"
 
 
 def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, seeds: int = 1) -> None:
@@ -115,9 +175,9 @@ def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, s
 
 def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     """A whole result document: top level, machine, config, and one cell per task x backend x device."""
-    assert set(document) == set(TOP_LEVEL), f"top-level keys {list(document)}; documented {TOP_LEVEL}"
-    assert next(iter(document)) == "schema_version", "schema_version must come first (readers check it first)"
-    assert document["schema_version"] == 1
+    assert list(document) == TOP_LEVEL, f"top-level keys {list(document)}; documented {TOP_LEVEL}"
+    assert document["schema_version"] == 2 and document["complete"] is True
+    assert set(document["versions"]) == VERSIONS, document["versions"]
     created = datetime.datetime.fromisoformat(document["created"])
     assert created.utcoffset() == datetime.timedelta(0), f"created is not UTC: {document['created']}"
     machine = document["machine"]
@@ -139,5 +199,13 @@ def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     for index, cell in enumerate(cells):
         where = f"cells[{index}] ({cell['task']}, {cell['backend']}, {cell['device']['kind']})"
         check_cell(cell, where, steady=steady, seeds=config["seeds"])
+        assert cell["task_hash"] == config["task_hashes"][cell["task"]], where
         if cell["status"] == "ok":
             assert cell["threads"] == config["threads"], where
+    groups = {(cell["task"], cell["device"]["kind"]) for cell in cells if cell["status"] == "ok"}
+    if steady:
+        assert sorted((item["task"], item["device"]) for item in document["comparisons"]) == sorted(groups)
+    else:
+        assert document["comparisons"] == []
+    for index, comparison in enumerate(document["comparisons"]):
+        check_comparison(comparison, cells, f"comparisons[{index}]")

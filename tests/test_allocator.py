@@ -59,7 +59,7 @@ def test_a_run_reports_the_page_faults_the_policy_prevents(fakes, monkeypatch):
                              malloc=policy)
         cell = result.cell("a", "fake-scratch")
         assert cell.ok, cell.error
-        faults[policy] = (cell.timing["page_faults_per_step"], xfbench.table(result))
+        faults[policy] = (cell.timing.page_faults_per_step, xfbench.table(result))
     pages = (48 << 20) // 4096
     assert faults["system"][0] > pages / 2, faults
     assert faults["steady"][0] < pages / 100, faults

@@ -12,7 +12,7 @@ import pytest
 
 import xfbench
 from xfbench.compare.plan import make_plan
-from xfbench.compare.result import SCHEMA_VERSION, Cell, Result
+from xfbench.compare.result import SCHEMA_VERSION, Cell, Memory, Result, StepStats, Timing
 from xfbench.errors import XfbenchError
 from xfbench.tasks import SGD, Activation, Adam, AvgPool2D, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task, get_task
 
@@ -203,8 +203,8 @@ def sample_result() -> Result:
               versions={"torch": "2.0"}, threads=2, fingerprint={"dtype": "float32", "intra_op_threads": 2},
               metrics={"accuracy": 0.975, "loss": np.float64(0.1), "train_loss": 0.09},
               seed_metrics=[{"accuracy": 0.96}, {"accuracy": 0.98}],
-              timing={"build_s": 0.1, "step_ms": {"median": 1.5, "iqr": 0.1, "min": 1.4, "n": 10}, "recompiles": None},
-              memory={"peak_rss_mb": 500.0, "device_peak_mb": None})
+              timing=Timing(build_s=0.1, step_ms=StepStats(median=1.5, iqr=0.1, min=1.4, n=10)),
+              memory=Memory(peak_rss_mb=500.0))
     diverged = Cell(task="mlp", backend="jax", device={"kind": "cpu", "name": "Some CPU"}, status="ok",
                     metrics={"accuracy": 0.1, "loss": math.nan, "train_loss": math.inf})
     missing = Cell(task="mlp", backend="tf-graph", device={"kind": "cpu", "name": None}, status="unsupported",
@@ -219,13 +219,13 @@ def test_result_json_round_trip(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text  # standard JSON
     document = json.loads(text)
-    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 1
+    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 2
     assert document["cells"][1]["metrics"] == {"accuracy": 0.1, "loss": None, "train_loss": None}
     loaded = xfbench.load(str(path))
     assert loaded.to_dict() == document
     assert loaded.created == result.created and loaded.machine == result.machine and loaded.config == result.config
     assert [cell.key for cell in loaded.cells] == [cell.key for cell in result.cells]
-    assert loaded.cell("mlp", "torch") == Cell(**document["cells"][0])
+    assert loaded.cell("mlp", "torch") == Cell.from_dict(document["cells"][0]) == result.cell("mlp", "torch")
     assert loaded.cell("mlp", "torch").metrics["loss"] == 0.1
     assert loaded.cell("mlp", "torch").step_ms() == 1.5 and loaded.cell("mlp", "tf-graph").step_ms() is None
     assert Result.from_json(loaded.to_json()).to_dict() == document  # stable on a second round trip
@@ -243,11 +243,40 @@ def test_result_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(XfbenchError, match="is not a JSON result"):
         xfbench.load(str(tmp_path / "bad.json"))
-    (tmp_path / "v2.json").write_text(json.dumps({"schema_version": 2, "cells": []}), encoding="utf-8")
-    with pytest.raises(XfbenchError, match="schema_version 2 is not supported"):
-        xfbench.load(str(tmp_path / "v2.json"))
+    (tmp_path / "v3.json").write_text(json.dumps({"schema_version": 3, "cells": []}), encoding="utf-8")
+    with pytest.raises(XfbenchError, match="schema_version 3 is not one this xfbench reads"):
+        xfbench.load(str(tmp_path / "v3.json"))
     with pytest.raises(XfbenchError, match="no cell for task 'cnn'"):
         sample_result().cell("cnn", "torch")
+
+
+V1_CELL = {  # a cell as xfbench 0.1.0 wrote it (schema_version 1), trimmed
+    "task": "mlp", "backend": "torch", "device": {"kind": "cpu", "name": "AMD EPYC"}, "status": "ok", "error": None,
+    "versions": {"torch": "2.13.0+cpu"}, "threads": 2, "fingerprint": {"dtype": "float32", "layout": "NCHW"},
+    "metrics": {"accuracy": 0.9749, "loss": 0.09, "train_loss": 0.05}, "seed_metrics": [],
+    "timing": {"import_s": 0.87, "build_s": 0.001, "first_step_s": 0.007, "train_s": 0.15, "eval_s": 0.001,
+               "step_ms": {"median": 0.184, "iqr": 0.05, "min": 0.15, "n": 34}, "block_steps": 341,
+               "timed_steps": 11594, "samples_per_s": 174000.0, "recompiles": None, "page_faults_per_step": 0.0,
+               "protocol": {"sync": "one device sync per block", "warmup_s": 0.3, "min_block_s": 0.05,
+                            "min_blocks": 10, "max_blocks": 200, "budget_s": 2.0}},
+    "memory": {"peak_rss_mb": 379.5, "device_peak_mb": None}, "parity": None,
+}
+
+
+def test_schema_1_results_are_migrated(tmp_path):
+    """A result written by the first xfbench still loads: same cells and numbers, no raw turns, no comparisons."""
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({"schema_version": 1, "created": "2026-11-24T03:50:00+00:00", "machine": {"cpu": "x"},
+                                "config": {"tasks": ["mlp"]}, "cells": [V1_CELL]}), encoding="utf-8")
+    loaded = xfbench.load(str(path))
+    assert loaded.schema_version == SCHEMA_VERSION and loaded.comparisons == [] and loaded.complete
+    cell = loaded.cell("mlp", "torch")
+    assert cell.step_ms() == 0.184 and cell.timing.block_steps == 341 and cell.timing.turns == []
+    assert cell.timing.import_s == 0.87 and cell.memory.peak_rss_mb == 379.5 and cell.device.name == "AMD EPYC"
+    assert cell.metrics["accuracy"] == 0.9749
+    again = Result.from_json(loaded.to_json())
+    assert again.to_dict() == loaded.to_dict()
+    assert xfbench.table(loaded).splitlines()[0] == "mlp on cpu (AMD EPYC)"
 
 
 def test_table_shows_every_status():

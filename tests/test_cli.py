@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ALL_BACKENDS, CliRun, run_cli
+from tests.conftest import ALL_BACKENDS, REPO, CliRun, run_cli
+from xfbench.compare.result import Ratio
+from xfbench.reports.table import ratio_text
 
 
 @pytest.mark.parametrize("command", ["run", "parity", "list"])
@@ -59,6 +61,26 @@ BACKEND_ERROR = "xfbench: error: unknown backend 'pytorch'; choose one of: jax, 
     pytest.param(["parity", "--backends", "pytorch"], BACKEND_ERROR, id="parity-backend"),
     pytest.param(["parity", "--steps", "0"], "xfbench: error: --steps must be a positive integer, got 0",
                  id="parity-steps"),
+    pytest.param(["run", "--rounds", "0"], "xfbench: error: --rounds must be a positive integer, got 0", id="rounds"),
+    pytest.param(["run", "--processes", "-2"], "xfbench: error: --processes must be a positive integer, got -2",
+                 id="processes"),
+    pytest.param(["run", "--turn-seconds", "nan"], "xfbench: error: --turn-seconds must be a positive number, got nan",
+                 id="turn-seconds"),
+    pytest.param(["run", "--order", "sideways"], "xfbench: error: unknown order 'sideways'; choose one of: rotate, "
+                                                 "shuffle", id="order"),
+    pytest.param(["run", "--backends", "torch,jax", "--relative-to", "tf-graph"],
+                 "xfbench: error: --relative-to 'tf-graph' is not one of this run's backends; choose one of: torch, jax",
+                 id="relative-to"),
+    pytest.param(["run", "--json", "tests"], "xfbench: error: the output path 'tests' is a folder; give a file name "
+                                             "inside it, e.g. 'tests/result.json'", id="json-folder"),
+    pytest.param(["run", "--json", ""], "xfbench: error: the output path is empty; give a file name, e.g. --json "
+                                        "results/run.json", id="json-empty"),
+    pytest.param(["run", "--json", "README.md/x.json"], "xfbench: error: cannot write 'README.md/x.json': "
+                 f"{str(REPO / 'README.md')!r} is a file, not a folder", id="json-under-a-file"),
+    pytest.param(["run", "--resume", "no/such/run.json"], "xfbench: error: nothing to resume at 'no/such/run.json' "
+                                                          "(no result and no no/such/run.json.partial)", id="resume-none"),
+    pytest.param(["run", "--resume", "x.json", "--tasks", "mlp"], "xfbench: error: --resume takes its settings from "
+                                                                   "the saved run; drop --tasks", id="resume-tasks"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], expected: str | None):
     done = run_cli(*args)
@@ -103,6 +125,21 @@ def test_run_json_matches_table(regression_run: CliRun):
         if cell["status"] == "ok":
             row = next(line for line in regression_run.stdout.splitlines() if line.split()[:1] == [cell["backend"]])
             assert row.split()[1] == f"{cell['metrics']['r2']:.4f}"
+
+
+def test_table_shows_ratios_with_intervals(regression_run: CliRun):
+    """Each backend's row carries its step-time ratio to the fastest with the 95% interval of the JSON, and a line
+    names the fastest and says whether the gap to the next one is resolved."""
+    document = regression_run.document()
+    (comparison,) = document["comparisons"]
+    lines = regression_run.stdout.splitlines()
+    assert f"step time vs {comparison['reference']} [95% CI]" in lines[1]
+    for ratio in comparison["ratios"]:
+        row = next(line for line in lines if line.split()[:1] == [ratio["backend"]])
+        assert ratio_text(Ratio(**ratio)) in row, (row, ratio)
+    answer = next(line for line in lines if line.startswith("fastest: "))
+    assert answer.startswith(f"fastest: {comparison['fastest']}; next: {comparison['runner_up']} at ")
+    assert ("(resolved:" in answer) == bool(comparison["resolved"])
 
 
 def test_list():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from xfbench.backends.base import Backend
-from xfbench.compare.cell import run_cell, train
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.cell import steady_state_timer, train, train_cell
+from xfbench.compare.timing import block_steps_for
 from xfbench.tasks import get_task, initial_weights, task_names
 from xfbench.tasks import reference as ref
 
@@ -36,14 +36,14 @@ def test_thresholds_cover_every_task():
 @pytest.mark.parametrize("task_name", task_names())
 def test_trains(task_name: str, backend: Backend):
     task = get_task(task_name)
-    cell = run_cell(backend, task, "cpu", TimingOptions.quick(), measure=False)
+    _, cell = train_cell(backend, task, "cpu")
     metric, threshold = THRESHOLDS[task_name]
     value = cell["metrics"][metric]
     assert value >= threshold, f"{backend.name} {task_name}: {metric} {value:.4f} < {threshold}"
     assert cell["metrics"]["loss"] < cell["metrics"]["train_loss"] * 3  # trained, and not wildly overfit
-    timing = cell["timing"]
-    assert timing["train_s"] > 0 and timing["first_step_s"] > 0 and timing["build_s"] > 0
-    assert "step_ms" not in timing  # measure=False takes no steady-state timing
+    phases = cell["phases"]
+    assert phases["train_s"] > 0 and phases["first_step_s"] > 0 and phases["build_s"] > 0
+    assert phases["trained_epochs"] == task.epochs
 
 
 def lstsq_solution(task) -> np.ndarray:
@@ -92,23 +92,21 @@ def test_weights_read_back_exactly(task_name: str, backend: Backend):
         np.testing.assert_array_equal(got[name], value, err_msg=f"{backend.name} {task_name} {name}")
 
 
-COMPILING = {"tf-graph", "jax"}  # recompiles is an int for these, None for eager backends
-
-
-def test_steady_state_timing(backend: Backend):
-    options = TimingOptions.quick()
+def test_timing_turn(backend: Backend):
+    """One timing turn on a trained trainer: an untimed block, then at least ``min_blocks`` synced blocks of the
+    fixed size, sane per-step times, and no recompiles while timed where the backend compiles."""
     task = get_task("mlp", epochs=1)
-    cell = run_cell(backend, task, "cpu", options, measure=True)
-    timing = cell["timing"]
-    step = timing["step_ms"]
-    assert step["n"] >= options.min_blocks
-    assert 0 < step["min"] <= step["median"] < 1000
-    assert step["iqr"] >= 0
-    assert timing["block_steps"] >= 1 and timing["timed_steps"] == timing["block_steps"] * step["n"]
-    assert timing["samples_per_s"] == pytest.approx(task.batch_size / (step["median"] / 1e3))
-    assert timing["protocol"]["min_blocks"] == options.min_blocks
-    if backend.name in COMPILING:
-        assert timing["recompiles"] == 0
+    trainer, _ = train_cell(backend, task, "cpu")
+    timer = steady_state_timer(trainer, task)
+    seconds_per_step = timer.warm_up(0.02)
+    assert 0 < seconds_per_step < 1
+    block_steps = block_steps_for(seconds_per_step, 0.005)
+    compiles = trainer.compile_count()
+    turn = timer.turn(block_steps, turn_s=0.02, min_blocks=3)
+    assert len(turn["block_ms"]) >= 3 and turn["steps"] == block_steps * len(turn["block_ms"])
+    assert all(0 < value < 1000 for value in turn["block_ms"])
+    assert turn["page_faults"] is None or turn["page_faults"] >= 0
+    if backend.compiles:
+        assert turn["compiles"] == compiles and compiles is not None and compiles >= 1
     else:
-        assert timing["recompiles"] is None
-    assert cell["memory"]["peak_rss_mb"] > 10 and cell["memory"]["device_peak_mb"] is None
+        assert turn["compiles"] is None

@@ -22,7 +22,7 @@ from tests.conftest import REPO, ready_backend, small
 from tests.fake_backend import CrashingBackend
 from tests.schema import check_result_schema
 from xfbench import backends
-from xfbench.compare import runner
+from xfbench.compare import executor
 from xfbench.compare.result import Result
 from xfbench.compare.timing import TimingOptions
 
@@ -90,7 +90,7 @@ def test_missing_framework_is_unsupported_without_a_worker(fakes, monkeypatch: p
     def no_worker(*args, **kwargs):
         raise AssertionError("a worker was started for a backend whose framework is missing")
 
-    monkeypatch.setattr(runner, "_Worker", no_worker)
+    monkeypatch.setattr(executor.LocalExecutor, "start", no_worker)
     result, _ = run([small("ok-a"), small("ok-b")], ["fake-missing"])
     check_result_schema(result.to_dict())
     for cell in result.cells:

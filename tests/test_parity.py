@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import statistics
@@ -30,7 +31,7 @@ from xfbench import backends
 from xfbench.backends import common
 from xfbench.backends.base import Backend
 from xfbench.compare.parity import ParityOptions, cell_parity, failures, finish, summary
-from xfbench.compare.result import Cell, Result
+from xfbench.compare.result import Cell, Parity, Result
 from xfbench.compare.timing import TimingOptions
 from xfbench.reports.table import spread_note
 from xfbench.tasks import SGD, Adam, Conv2D, Dataset, Dense, Flatten, Task, get_task, initial_weights, reference, task_names
@@ -91,7 +92,7 @@ def test_forward_loss_gradients_match_reference(task_name: str, backend: Backend
     assert list(parity["grads"]) == task.param_names()
     for name, diff in parity["grads"].items():
         assert diff["rel"] <= OPTIONS.grad_rel, f"gradient of {name}: {diff}"
-    assert failures(parity, OPTIONS) == []
+    assert failures(Parity.from_dict(parity), OPTIONS) == []
 
 
 @pytest.mark.parametrize("task_name", task_names())
@@ -222,7 +223,8 @@ def test_fakes_only_break_the_layout(fake: type[Backend]):
 @pytest.mark.parametrize(("fake", "tensor"), [("fake-torch-flatten", "2.Dense.kernel"),
                                               ("fake-torch-kernel-hw", "0.Conv2D.kernel")])
 def test_wrong_conversion_on_nonsquare_task_is_caught(nonsquare_parity: Result, fake: str, tensor: str):
-    parity = nonsquare_parity.cell("nonsquare", fake).parity
+    assert nonsquare_parity.cell("nonsquare", fake).parity.weights_after_steps is None  # dropped by finish()
+    parity = nonsquare_parity.cell("nonsquare", fake).parity.to_dict()
     assert parity["passed"] is False
     assert parity["forward_max_abs"] > 100 * OPTIONS.forward_abs
     assert parity["grads"][tensor]["rel"] > 100 * OPTIONS.grad_rel
@@ -232,14 +234,13 @@ def test_wrong_conversion_on_nonsquare_task_is_caught(nonsquare_parity: Result, 
     assert any(line.startswith(f"gradient of {tensor}: rel diff ") for line in lines), lines
     assert any(line.startswith(f"{tensor} after {STEPS} steps vs reference: rel diff ") for line in lines), lines
     assert any(line.startswith(f"{tensor} after {STEPS} steps vs torch: rel diff ") for line in lines), lines
-    assert "weights_after_steps" not in parity
 
 
 def test_torch_on_nonsquare_task_meets_reference(nonsquare_parity: Result):
     """The control: the real adapter on the same task meets every tolerance against the float64 reference."""
-    parity = nonsquare_parity.cell("nonsquare", "torch").parity
+    parity = nonsquare_parity.cell("nonsquare", "torch").parity.to_dict()
     against_reference = {**parity, "params_vs_backends": {}}
-    assert failures(against_reference, OPTIONS) == []
+    assert failures(Parity.from_dict(against_reference), OPTIONS) == []
     assert set(parity["params_vs_backends"]) == {"fake-torch-flatten", "fake-torch-kernel-hw"}
     assert max(diff["rel"] for diff in parity["params_vs_reference"].values()) <= OPTIONS.param_rel
     assert common.flatten_permutations(nonsquare_task()).keys() == {"2.Dense.kernel"}
@@ -263,11 +264,11 @@ def test_run_with_seeds_and_parity(seeded_run: Result):
         assert len(cell.seed_metrics) == 3
         assert cell.metrics == cell.seed_metrics[0]
         assert len({metrics["r2"] for metrics in cell.seed_metrics}) == 3  # three different seeds, three results
-        parity = cell.parity
+        assert cell.parity.weights_after_steps is None
+        parity = cell.parity.to_dict()
         assert parity["passed"] is True, parity["failures"]
         assert parity["forward_max_abs"] <= OPTIONS.forward_abs
         assert set(parity["params_vs_backends"]) == set(names) - {cell.backend}
-        assert "weights_after_steps" not in parity
     # the same seed gives the same R² on every backend (to float32 rounding)
     for seed in range(3):
         values = [cell.seed_metrics[seed]["r2"] for cell in seeded_run.cells]
@@ -337,12 +338,12 @@ def clean_parity() -> dict[str, Any]:
 
 
 def test_failures_none_under_tolerance():
-    assert failures(clean_parity(), OPTIONS) == []
+    assert failures(Parity.from_dict(clean_parity()), OPTIONS) == []
     at_tolerance = clean_parity()  # the tolerance itself passes ("within")
     at_tolerance.update(forward_max_abs=OPTIONS.forward_abs, loss_rel=OPTIONS.loss_rel)
     at_tolerance["grads"]["0.Dense.bias"] = diff(OPTIONS.grad_rel)
     at_tolerance["params_vs_backends"]["jax"]["0.Dense.bias"] = diff(OPTIONS.param_rel)
-    assert failures(at_tolerance, OPTIONS) == []
+    assert failures(Parity.from_dict(at_tolerance), OPTIONS) == []
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -360,19 +361,19 @@ def test_failures_name_the_tensor_and_measure(path: tuple[str, ...], expected: s
     for key in parents:
         target = target[key]
     target[last] = diff(3e-3) if parents else 3e-3
-    assert failures(parity, OPTIONS) == [expected]
+    assert failures(Parity.from_dict(parity), OPTIONS) == [expected]
 
 
 def test_summary_headline_numbers():
     parity = clean_parity()
-    assert summary(parity) == {
+    assert summary(Parity.from_dict(parity)) == {
         "forward_max_abs": 4.7e-7, "forward_rel": 5.4e-8, "loss_rel": 7e-8, "grad_rel": 9e-7,
         "grad_tensor": "0.Dense.bias", "params_vs_reference_rel": 5e-7, "params_vs_backends_rel": 4e-7,
         "params_vs_backends_max_abs": 4e-8,
     }
     parity["grads"]["0.Dense.kernel"] = diff(0.2)
     parity["params_vs_backends"]["jax"]["0.Dense.bias"] = diff(0.5)
-    numbers = summary(parity)
+    numbers = summary(Parity.from_dict(parity))
     assert (numbers["grad_tensor"], numbers["grad_rel"]) == ("0.Dense.kernel", 0.2)
     assert (numbers["params_vs_backends_rel"], numbers["params_vs_backends_max_abs"]) == (0.5, 0.05)
 
@@ -381,7 +382,7 @@ def test_summary_without_other_backends():
     parity = clean_parity()
     del parity["params_vs_reference"]
     parity["params_vs_backends"] = {}
-    numbers = summary(parity)
+    numbers = summary(Parity.from_dict(parity))
     assert "params_vs_reference_rel" not in numbers
     assert numbers["params_vs_backends_rel"] is None and numbers["params_vs_backends_max_abs"] is None
 
@@ -405,12 +406,12 @@ def test_parity_cli_real_run(tmp_path):
     assert [(cell.task, cell.backend) for cell in result.cells] == [
         ("regression", "torch"), ("regression", "jax"), ("mlp", "torch"), ("mlp", "jax")]
     for cell in result.cells:
-        parity = cell.parity
         assert cell.status == "ok", cell.error
+        parity = cell.parity.to_dict()
         assert parity["passed"] is True, parity["failures"]
         assert 0 < parity["forward_max_abs"] <= OPTIONS.forward_abs
         assert list(parity["params_vs_backends"]) == [{"torch": "jax", "jax": "torch"}[cell.backend]]
-        assert "weights_after_steps" not in parity
+        assert "weights_after_steps" not in json.loads(path.read_text())["cells"][0]["parity"]
         assert parity["tolerances"] == OPTIONS.as_dict()
 
 

@@ -37,7 +37,11 @@ def test_run_cells(document: dict):
         assert cell["fingerprint"]["dtype"] == "float32"
         assert cell["fingerprint"]["layout"] == ("NCHW" if cell["backend"] == "torch" else "NHWC")
         timing = cell["timing"]
-        assert timing["step_ms"]["n"] >= 10  # the default protocol's min_blocks
+        protocol = timing["protocol"]
+        assert protocol["schedule"] == "interleaved" and protocol["processes"] == 2 and protocol["rounds"] == 4
+        assert timing["step_ms"]["n"] >= protocol["rounds"] * protocol["processes"] * protocol["min_blocks"]
+        assert len({turn["process"] for turn in timing["turns"]}) == 2 and len(timing["processes"]) == 2
+        assert timing["processes"][1]["trained_epochs"] == 1  # the timing-only process primes one epoch
         assert timing["recompiles"] == (0 if cell["backend"] in ("tf-graph", "jax") else None)
         assert timing["import_s"] > 0.01  # the framework import really happened in the worker
 
@@ -57,7 +61,20 @@ def _first_ok(document: dict) -> dict:
 
 
 @pytest.mark.parametrize("change", [
-    pytest.param(lambda d: d.update(schema_version=2), id="schema-version"),
+    pytest.param(lambda d: d.update(schema_version=3), id="schema-version"),
+    pytest.param(lambda d: d.update(complete=False), id="incomplete"),
+    pytest.param(lambda d: d["versions"].pop("numpy"), id="no-numpy-version"),
+    pytest.param(lambda d: _first_ok(d).update(task_hash="0" * 16), id="wrong-task-hash"),
+    pytest.param(lambda d: _first_ok(d)["timing"].update(turns=[]), id="no-raw-turns"),
+    pytest.param(lambda d: _first_ok(d)["timing"]["turns"][0]["block_ms"].append(1e9), id="summary-not-of-raw"),
+    pytest.param(lambda d: _first_ok(d)["timing"]["turns"].append(copy.deepcopy(_first_ok(d)["timing"]["turns"][0])),
+                 id="two-turns-per-round"),
+    pytest.param(lambda d: _first_ok(d)["timing"]["processes"].pop(), id="missing-process"),
+    pytest.param(lambda d: d["comparisons"].pop(), id="missing-comparison"),
+    pytest.param(lambda d: d["comparisons"][0]["ratios"].pop(), id="missing-ratio"),
+    pytest.param(lambda d: d["comparisons"][0].update(fastest="nobody"), id="wrong-fastest"),
+    pytest.param(lambda d: next(r for r in d["comparisons"][0]["ratios"] if r["ratio"] > 1).update(low=0.5, high=0.9),
+                 id="interval-without-its-estimate"),
     pytest.param(lambda d: d.pop("machine"), id="no-machine"),
     pytest.param(lambda d: d["machine"].pop("cores"), id="no-cores"),
     pytest.param(lambda d: d["config"].pop("threads"), id="no-config-threads"),

@@ -27,8 +27,10 @@ __version__ = "0.1.0"
 def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequence[str] | None = None,
         devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
         timeout: float = 600.0, seeds: int = 1, parity: bool = False, timing: TimingOptions | None = None,
-        progress: Callable[[str], None] | None = None, malloc: str = "steady") -> Result:
-    """Train every task on every backend and device; return accuracy, speed and provenance per cell.
+        progress: Callable[[str], None] | None = None, malloc: str = "steady", rounds: int | None = None,
+        processes: int | None = None, sequential: bool = False, relative_to: str | None = None,
+        output: str | None = None, resume: bool = False) -> Result:
+    """Train every task on every backend and device, time them side by side; return accuracy, speed and provenance.
 
     Args:
         tasks: built-in task names (``"regression,mlp,cnn"``, the default) and/or :class:`xfbench.tasks.Task` objects.
@@ -36,14 +38,22 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         devices: ``cpu`` (default) and/or ``gpu``.
         threads: threads (and cores) per framework, the same for all; default: all usable cores.
         epochs: override every task's epoch count.
-        timeout: seconds allowed per cell before it is killed and marked ``error``.
+        timeout: seconds allowed per worker command (training one task, one timing turn) before the worker is killed
+            and its cell marked ``error``.
         seeds: train each cell with this many seeds (the same for every backend); accuracy becomes mean ± std.
         parity: also check each backend against the float64 NumPy reference (see ``xfbench parity``).
-        timing: steady-state timing settings (``TimingOptions``).
+        timing: steady-state timing settings (``TimingOptions``); ``rounds``, ``processes`` and ``sequential``
+            override its fields.
         progress: called with one line of text per step of progress (the CLI prints them).
         malloc: the C allocator policy of the worker processes, the same for every backend: ``steady`` (default;
             glibc keeps freed memory, so steps don't page-fault it back in) or ``system`` (glibc's defaults, what a
             framework gets out of the box). See ``xfbench.compare.allocator``.
+        rounds: timing rounds per task (each live worker takes one turn per round).
+        processes: fresh worker processes per backend (the process, not the turn, is the unit of replication).
+        sequential: time one backend after another instead of interleaving (less memory; drift not cancelled).
+        relative_to: the backend step-time ratios are relative to (default: the fastest of each task).
+        output: write the result here (JSON); finished cells go to ``OUTPUT.partial`` as they finish.
+        resume: keep the cells already saved at ``output`` and run only the missing ones.
 
     Returns:
         A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
@@ -52,16 +62,29 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         >>> result = xfbench.run(tasks="regression", backends=["torch", "jax"])  # doctest: +SKIP
         >>> print(xfbench.table(result))  # doctest: +SKIP
     """
-    from xfbench.compare.plan import make_plan
-    from xfbench.compare.result import Result
-    from xfbench.compare.runner import run_plan
+    from dataclasses import replace
 
-    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=timing, malloc=malloc)
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.session import execute
+    from xfbench.compare.timing import TimingOptions
+
+    options = timing or TimingOptions()
+    changes = {name: value for name, value in (("rounds", rounds), ("processes", processes)) if value is not None}
+    if sequential:
+        changes["schedule"] = "sequential"
+    if changes and isinstance(options, TimingOptions):
+        options = replace(options, **changes)
+    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=options, malloc=malloc,
+                     relative_to=relative_to)
+    if output is not None:
+        from xfbench.compare.journal import check_output
+
+        check_output(output)
     if parity:
         from xfbench.compare.parity import ParityOptions, run_with_parity
 
-        return run_with_parity(plan, ParityOptions(), progress)
-    return Result(cells=run_plan(plan, progress), config=plan.describe())
+        return run_with_parity(plan, ParityOptions(), progress, output=output)
+    return execute(plan, progress, output=output, resume=resume)
 
 
 def table(result: Result, fmt: str = "simple") -> str:

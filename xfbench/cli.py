@@ -7,15 +7,23 @@ stderr; frameworks' log output never reaches the terminal (it stays in the worke
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from xfbench.errors import XfbenchError
 
 EPILOG_RUN = """examples:
   xfbench run                                   # regression, mlp, cnn on all four backends, CPU
   xfbench run --tasks cnn28 --backends torch,jax --threads 1
+  xfbench run --tasks mlp,cnn28 --rounds 30 --processes 3 --json results/speed.json
   xfbench run --seeds 5 --json results/seeds.json
+  xfbench run --resume results/speed.json      # after a crash or Ctrl-C: run only the missing cells
+
+how it times: after training, the workers of a task stay alive and take timing turns in rounds, one worker at a
+time in a rotating order, so the machine's drift hits every backend alike; each backend's step time is then given
+relative to the fastest (or --relative-to) from turns of the same round, with a 95% confidence interval.
 """
 
 
@@ -23,11 +31,11 @@ def _add_matrix_arguments(parser: argparse.ArgumentParser, all_tasks: bool = Fal
     from xfbench.backends import DEFAULT_BACKENDS
     from xfbench.tasks import DEFAULT_TASKS, task_names
 
-    parser.add_argument("--tasks", default=",".join(task_names() if all_tasks else DEFAULT_TASKS),
-                        help=f"comma-separated built-in tasks: {', '.join(task_names())} (default: %(default)s)")
-    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                        help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, jax (jit) "
-                             "(default: all)")
+    default_tasks = ",".join(task_names() if all_tasks else DEFAULT_TASKS)
+    parser.add_argument("--tasks", help=f"comma-separated built-in tasks: {', '.join(task_names())} "
+                                        f"(default: {default_tasks})")
+    parser.add_argument("--backends", help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, "
+                                           f"jax (jit) (default: {','.join(DEFAULT_BACKENDS)})")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
 
 
@@ -40,6 +48,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xfbench.compare.timing import TimingOptions
+
     parser = _Parser(
         prog="xfbench",
         description="Run the same ML task on TensorFlow (graph and eager), PyTorch and JAX; compare accuracy "
@@ -56,20 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_matrix_arguments(run)
-    run.add_argument("--devices", default="cpu", help="comma-separated: cpu, gpu (default: %(default)s)")
+    run.add_argument("--devices", help="comma-separated: cpu, gpu (default: cpu)")
     run.add_argument("--threads", type=int, help="threads (and cores) per framework, the same for all "
                                                  "(default: all usable cores)")
     run.add_argument("--epochs", type=int, help="override every task's number of epochs")
-    run.add_argument("--seeds", type=int, default=1, help="train each cell with N seeds (same for every "
-                                                          "backend); accuracy as mean ± std (default: 1)")
-    run.add_argument("--timeout", type=float, default=600.0, help="seconds per cell before it is killed and "
-                                                                  "marked error (default: %(default)s)")
+    run.add_argument("--seeds", type=int, help="train each cell with N seeds (same for every backend); accuracy as "
+                                               "mean ± std (default: 1)")
+    run.add_argument("--timeout", type=float, help="seconds per worker command (training a task, one timing turn) "
+                                                   "before the worker is killed and its cell marked error "
+                                                   "(default: 600)")
+    timing = run.add_argument_group("timing")
+    timing.add_argument("--rounds", type=int, help=f"timing rounds per task: every live worker takes one turn per "
+                                                   f"round (default: {TimingOptions.rounds})")
+    timing.add_argument("--processes", type=int, help=f"fresh worker processes per backend: each process has a "
+                                                      f"speed offset of its own, so several are averaged "
+                                                      f"(default: {TimingOptions.processes})")
+    timing.add_argument("--turn-seconds", type=float, help=f"timed seconds per turn, after one untimed block "
+                                                           f"(default: {TimingOptions.turn_s})")
+    timing.add_argument("--order", help="order of the workers within a round: rotate (shifted by one every round) "
+                                        "or shuffle (default: rotate)")
+    timing.add_argument("--sequential", action="store_true", help="time one backend after another instead of "
+                                                                   "interleaving them (one worker alive at a time: "
+                                                                   "less memory, but the machine's drift stays in "
+                                                                   "the ratios)")
+    timing.add_argument("--relative-to", metavar="BACKEND", help="give step times relative to this backend "
+                                                                 "(default: the fastest of each task)")
     run.add_argument("--parity", action="store_true", help="also check each backend against the float64 "
                                                            "NumPy reference and show a parity column")
-    run.add_argument("--malloc", default="steady", help="C allocator policy of every worker: steady (glibc keeps "
-                                                        "freed memory: no per-step page faults, steadier times) or "
-                                                        "system (glibc defaults, out of the box) (default: "
-                                                        "%(default)s)")
+    run.add_argument("--malloc", help="C allocator policy of every worker: steady (glibc keeps freed memory: no "
+                                      "per-step page faults, steadier times) or system (glibc defaults, out of the "
+                                      "box) (default: steady)")
+    run.add_argument("--resume", metavar="PATH", help="finish the run saved at PATH (a result or its .partial file "
+                                                      "from an interrupted run): run only the missing cells, with "
+                                                      "the saved settings")
     run.add_argument("--format", default="simple", help="table format for tabulate, e.g. github (default: "
                                                         "%(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -95,24 +124,84 @@ def _progress(quiet: bool):
     return lambda message: print(f"xfbench: {message}", file=sys.stderr, flush=True)
 
 
+RESUME_CONFLICTS = ("tasks", "backends", "devices", "threads", "epochs", "seeds", "rounds", "processes",
+                    "turn_seconds", "order", "sequential", "relative_to", "parity", "malloc")
+
+
+def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
+    """The plan, output path and resume flag of ``xfbench run``, all checked before any work starts."""
+    from dataclasses import replace
+
+    from xfbench.compare.journal import check_output
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.session import plan_from_result, previous_run
+    from xfbench.compare.timing import TimingOptions
+
+    if args.resume is not None:
+        given = [name for name in RESUME_CONFLICTS if getattr(args, name) not in (None, False)]
+        if given:
+            raise XfbenchError(f"--resume takes its settings from the saved run; drop --{given[0].replace('_', '-')}")
+        if args.json is not None and args.json != args.resume:
+            raise XfbenchError("--resume writes to the run it resumes; drop --json")
+        output = check_output(args.resume)
+        previous = previous_run(output)
+        if previous is None:
+            raise XfbenchError(f"nothing to resume at {output!r} (no result and no {output}.partial)")
+        return plan_from_result(previous, output, args.timeout), output, True
+    options = TimingOptions()
+    changes = {"rounds": args.rounds, "processes": args.processes, "turn_s": args.turn_seconds, "order": args.order}
+    options = replace(options, **{key: value for key, value in changes.items() if value is not None})
+    if args.sequential:
+        options = replace(options, schedule="sequential")
+    plan = make_plan(args.tasks, args.backends, args.devices, args.threads, args.epochs,
+                     600.0 if args.timeout is None else args.timeout, 1 if args.seeds is None else args.seeds,
+                     timing=options, malloc=args.malloc or "steady", relative_to=args.relative_to)
+    output = check_output(args.json) if args.json is not None else None
+    return plan, output, False
+
+
 def command_run(args: argparse.Namespace) -> int:
     import xfbench
+    from xfbench.compare.session import execute
 
-    result = xfbench.run(tasks=args.tasks, backends=args.backends, devices=args.devices, threads=args.threads,
-                         epochs=args.epochs, timeout=args.timeout, seeds=args.seeds, parity=args.parity,
-                         progress=_progress(args.quiet), malloc=args.malloc)
+    plan, output, resume = _run_request(args)
+    progress = _progress(args.quiet)
+    try:
+        if args.parity:
+            from xfbench.compare.parity import ParityOptions, run_with_parity
+
+            result = run_with_parity(plan, ParityOptions(), progress, output=output)
+        else:
+            result = execute(plan, progress, output=output, resume=resume)
+    except KeyboardInterrupt:
+        if output:
+            print(f"xfbench: the cells finished so far are in {output}.partial; "
+                  f"finish the run with: xfbench run --resume {output}", file=sys.stderr)
+        raise
     print(xfbench.table(result, args.format))
-    if args.json:
-        result.save(args.json)
-        print(f"\nresult written to {args.json}")
+    if output:
+        print(f"\nresult written to {output}")
     failed = [cell for cell in result.cells if cell.status == "error"]
     return 1 if failed else 0
 
 
 def command_parity(args: argparse.Namespace) -> int:
-    from xfbench.compare.parity import run_parity
+    from xfbench.compare.journal import check_output
+    from xfbench.compare.parity import ParityOptions, parity_failed, run_with_parity
+    from xfbench.compare.plan import make_plan
+    from xfbench.reports.parity import render
 
-    return run_parity(args.tasks, args.backends, args.steps, args.timeout, args.json, _progress(False))
+    if args.steps < 1:
+        raise XfbenchError(f"--steps must be a positive integer, got {args.steps}")
+    from xfbench.tasks import task_names
+
+    plan = make_plan(args.tasks or ",".join(task_names()), args.backends, "cpu", timeout=args.timeout, measure=False)
+    output = check_output(args.json) if args.json is not None else None
+    result = run_with_parity(plan, ParityOptions(steps=args.steps), _progress(False), only=True, output=output)
+    print(render(result))
+    if output:
+        print(f"\nresult written to {output}")
+    return 1 if parity_failed(result) else 0
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -127,7 +216,22 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, turned into an interruption so that workers are stopped and finished cells kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            signal.signal(signum, _stop)
     try:
         parser = build_parser()
     except XfbenchError as error:  # e.g. a malformed XFBENCH_EXTRA_BACKENDS
@@ -142,9 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XfbenchError as error:
         print(f"xfbench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("xfbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:
+        signum = getattr(interruption, "signum", signal.SIGINT)
+        print(f"xfbench: interrupted ({signal.Signals(signum).name}); every worker was stopped", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

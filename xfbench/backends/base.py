@@ -67,6 +67,7 @@ class Backend(ABC):
     distribution: str = ""    # what pip installs, e.g. "tensorflow-cpu"
     extra: str = ""           # xfbench's extra, e.g. "tensorflow"
     layout: str = "NHWC"      # the image layout this adapter computes in
+    compiles: bool = False    # its step is traced/compiled (Trainer.compile_count() is an int, not None)
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (framework missing, with the install hint), or None. Imports nothing."""

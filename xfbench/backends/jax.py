@@ -179,6 +179,7 @@ class JaxTrainer(Trainer):
 
 class JaxBackend(Backend):
     name = "jax"
+    compiles = True
     module = "jax"
     distribution = "jax"
     extra = "jax"

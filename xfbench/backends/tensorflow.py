@@ -196,6 +196,7 @@ class TensorFlowBackend(Backend):
 
     def __init__(self, graph: bool) -> None:
         self.graph = graph
+        self.compiles = graph
         self.name = "tf-graph" if graph else "tf-eager"
 
     def configure_threads(self, threads: int) -> None:

@@ -1,8 +1,8 @@
-"""One cell (task x backend x device), run inside a worker process: build, train, evaluate, time.
+"""One cell (task x backend x device), run inside a worker process: build, train, evaluate, get ready to time.
 
 The training loop is written here once for every backend: the same epochs, the same batches in the same order
 (``Task.epoch_order``), the same initial weights (``initial_weights``), metrics computed in NumPy from the
-backend's predictions.
+backend's predictions. Timing turns then run on the prepared trainer (``timing.StepTimer``), on command.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from xfbench.backends.base import Backend, Trainer
-from xfbench.compare.timing import StepTimer, TimingOptions, measure_steady_state, protocol, time_first_step
+from xfbench.compare.timing import StepTimer, time_first_step
 from xfbench.tasks import initial_weights
 from xfbench.tasks.metrics import compute_metrics
 from xfbench.tasks.spec import Task
@@ -23,13 +23,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(trainer: Trainer, task: Task) -> dict[str, float]:
-    """Train for the task's epochs; returns ``train_s`` (whole training, first step included) and
+def train(trainer: Trainer, task: Task, epochs: int | None = None) -> dict[str, float]:
+    """Train for ``epochs`` (default: the task's); returns ``train_s`` (whole training, first step included) and
     ``first_step_s`` (the first step alone, synced: trace/compile time shows here)."""
     start = time.perf_counter()
     first_step_s = None
     loss = None
-    for epoch in range(task.epochs):
+    for epoch in range(task.epochs if epochs is None else epochs):
         trainer.set_epoch(task.epoch_order(epoch))
         for batch in range(task.steps_per_epoch):
             if first_step_s is None:
@@ -48,16 +48,21 @@ def evaluate(trainer: Trainer, task: Task) -> dict[str, float]:
     return metrics
 
 
+def build(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, float]:
+    """The trainer for ``task`` from its initial weights, synced; and the seconds it took."""
+    start = time.perf_counter()
+    trainer = backend.build(task, device_kind, initial_weights(task))
+    trainer.sync()
+    return trainer, time.perf_counter() - start
+
+
 def build_train_evaluate(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, dict[str, float],
                                                                                  dict[str, float]]:
     """Build the trainer from the task's initial weights, train it for the task's epochs and evaluate it.
 
     Returns the trainer, its metrics and the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``).
     """
-    build_start = time.perf_counter()
-    trainer = backend.build(task, device_kind, initial_weights(task))
-    trainer.sync()
-    build_s = time.perf_counter() - build_start
+    trainer, build_s = build(backend, task, device_kind)
     phases = train(trainer, task)
     eval_start = time.perf_counter()
     metrics = evaluate(trainer, task)
@@ -70,25 +75,21 @@ def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
     return StepTimer(trainer, task.steps_per_epoch)
 
 
-def run_cell(backend: Backend, task: Task, device_kind: str, options: TimingOptions, seeds: int = 1,
-             measure: bool = True) -> dict[str, Any]:
-    """Train and evaluate ``task`` on one backend and device, ``seeds`` times; time the first seed's steps.
-
-    Returns the cell's ``metrics``, ``timing``, ``memory`` and (with seeds > 1) ``seed_metrics``.
-    """
+def train_cell(backend: Backend, task: Task, device_kind: str, seeds: int = 1) -> tuple[Trainer, dict[str, Any]]:
+    """Process 0 of a cell: train and evaluate ``task`` ``seeds`` times (the first seed's trainer is kept for
+    timing). Returns the trainer and ``metrics``, ``seed_metrics`` (with seeds > 1) and ``phases``."""
     trainer, metrics, phases = build_train_evaluate(backend, task, device_kind)
-    timing: dict[str, Any] = dict(phases)
-    if measure:
-        steady = measure_steady_state(steady_state_timer(trainer, task), options)
-        timing.update(steady)
-        timing["samples_per_s"] = task.batch_size / (steady["step_ms"]["median"] / 1e3)
-        timing["protocol"] = protocol(options)
-    cell: dict[str, Any] = {"metrics": metrics, "timing": timing}
+    out: dict[str, Any] = {"metrics": metrics, "seed_metrics": [],
+                           "phases": {**phases, "trained_epochs": task.epochs}}
     if seeds > 1:
-        seed_metrics = [metrics]
-        for offset in range(1, seeds):
-            seeded = task.replace(seed=task.seed + offset)
-            seed_metrics.append(build_train_evaluate(backend, seeded, device_kind)[1])
-        cell["seed_metrics"] = seed_metrics
-    cell["memory"] = {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": trainer.device_peak_mb()}
-    return cell
+        out["seed_metrics"] = [metrics] + [build_train_evaluate(backend, task.replace(seed=task.seed + offset),
+                                                                device_kind)[1] for offset in range(1, seeds)]
+    return trainer, out
+
+
+def prime_cell(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, dict[str, Any]]:
+    """A timing-only process of a cell: build and run one priming epoch (compiled code, memory pools and caches in
+    the state training leaves them), without evaluating. Returns the trainer and its ``phases``."""
+    trainer, build_s = build(backend, task, device_kind)
+    phases = train(trainer, task, epochs=1)
+    return trainer, {"phases": {"build_s": build_s, **phases, "trained_epochs": 1}}

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xfbench.backends.base import Backend
-from xfbench.compare.result import Cell, Result
-from xfbench.errors import XfbenchError
+from xfbench.compare.result import Cell, Parity, Result, TensorDiff
 from xfbench.tasks import initial_weights, reference
 from xfbench.tasks.spec import Task
 
@@ -60,9 +59,8 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
 
 
-def _tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    return {name: {"rel": relative(values[name], ref[name]), "max_abs": _max_abs(values[name], ref[name])}
-            for name in ref}
+def _tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, TensorDiff]:
+    return {name: TensorDiff(relative(values[name], ref[name]), _max_abs(values[name], ref[name])) for name in ref}
 
 
 def first_batch(task: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +91,7 @@ def cell_parity(backend: Backend, task: Task, device_kind: str, options: dict[st
         "forward_max_rel": forward_max_abs / max(float(np.max(np.abs(ref_outputs))), 1e-30),
         "loss_abs": abs(loss - ref_loss),
         "loss_rel": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
-        "grads": _tensor_diffs(grads, ref_grads),
+        "grads": {name: asdict(diff) for name, diff in _tensor_diffs(grads, ref_grads).items()},
         "steps": options["steps"],
         "weights_after_steps": {name: value.tolist() for name, value in trainer.get_weights().items()},
     }
@@ -106,102 +104,95 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
     """
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in result.cells:
-        if cell.ok and cell.parity and "weights_after_steps" in cell.parity:
-            groups.setdefault((cell.task, str(cell.device.get("kind"))), []).append(cell)
+        if cell.ok and cell.parity is not None and cell.parity.weights_after_steps is not None:
+            groups.setdefault((cell.task, cell.device.kind), []).append(cell)
     for (task_name, _), cells in groups.items():
         task = tasks[task_name]
         ref_params = reference.optimizer_steps(task, initial_weights(task), reference.task_batches(task, options.steps),
                                                options.steps)
-        params = {cell.backend: {name: np.asarray(value, np.float32)
-                                 for name, value in cell.parity.pop("weights_after_steps").items()} for cell in cells}
+        params = {}
+        for cell in cells:
+            assert cell.parity is not None and cell.parity.weights_after_steps is not None
+            params[cell.backend] = {name: np.asarray(value, np.float32)
+                                    for name, value in cell.parity.weights_after_steps.items()}
+            cell.parity.weights_after_steps = None
         for cell in cells:
             parity = cell.parity
-            parity["params_vs_reference"] = _tensor_diffs(params[cell.backend], ref_params)
-            parity["params_vs_backends"] = {
+            assert parity is not None
+            parity.params_vs_reference = _tensor_diffs(params[cell.backend], ref_params)
+            parity.params_vs_backends = {
                 other: _tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
             }
-            parity["tolerances"] = options.as_dict()
+            parity.tolerances = options.as_dict()
         # A backend that fails against the reference must not fail the correct ones: divergence between backends
         # counts only against backends that pass their own reference checks.
-        trusted = {cell.backend for cell in cells if not failures(cell.parity, options, trusted=set())}
+        trusted = {cell.backend for cell in cells if not failures(cell.parity, options, trusted=set())}  # type: ignore[arg-type]
         for cell in cells:
-            cell.parity["failures"] = failures(cell.parity, options, trusted=trusted)
-            cell.parity["passed"] = not cell.parity["failures"]
+            assert cell.parity is not None
+            cell.parity.failures = failures(cell.parity, options, trusted=trusted)
+            cell.parity.passed = not cell.parity.failures
 
 
-def _worst(diffs: dict[str, dict[str, float]]) -> tuple[str, float]:
-    name = max(diffs, key=lambda key: diffs[key]["rel"])
-    return name, diffs[name]["rel"]
+def _worst(diffs: dict[str, TensorDiff]) -> tuple[str, float]:
+    name = max(diffs, key=lambda key: diffs[key].rel)
+    return name, diffs[name].rel
 
 
-def failures(parity: dict[str, Any], options: ParityOptions, trusted: set[str] | None = None) -> list[str]:
+def failures(parity: Parity, options: ParityOptions, trusted: set[str] | None = None) -> list[str]:
     """Readable lines, one per measure over its tolerance, naming the tensor (layer index, type, tensor).
 
     ``trusted``: the backends whose divergence from this one counts (those that pass against the reference);
     None counts every backend.
     """
     lines = []
-    if parity["forward_max_abs"] > options.forward_abs:
-        lines.append(f"forward output max abs diff {parity['forward_max_abs']:.3g} > {options.forward_abs:g}")
-    if parity["loss_rel"] > options.loss_rel:
-        lines.append(f"loss rel diff {parity['loss_rel']:.3g} > {options.loss_rel:g}")
-    for name, diff in parity["grads"].items():
-        if diff["rel"] > options.grad_rel:
-            lines.append(f"gradient of {name}: rel diff {diff['rel']:.3g} > {options.grad_rel:g}"
-                         f" (max abs {diff['max_abs']:.3g})")
-    for name, diff in parity.get("params_vs_reference", {}).items():
-        if diff["rel"] > options.param_rel:
-            lines.append(f"{name} after {parity['steps']} steps vs reference: rel diff {diff['rel']:.3g}"
+    if parity.forward_max_abs > options.forward_abs:
+        lines.append(f"forward output max abs diff {parity.forward_max_abs:.3g} > {options.forward_abs:g}")
+    if parity.loss_rel > options.loss_rel:
+        lines.append(f"loss rel diff {parity.loss_rel:.3g} > {options.loss_rel:g}")
+    for name, diff in parity.grads.items():
+        if diff.rel > options.grad_rel:
+            lines.append(f"gradient of {name}: rel diff {diff.rel:.3g} > {options.grad_rel:g}"
+                         f" (max abs {diff.max_abs:.3g})")
+    for name, diff in parity.params_vs_reference.items():
+        if diff.rel > options.param_rel:
+            lines.append(f"{name} after {parity.steps} steps vs reference: rel diff {diff.rel:.3g}"
                          f" > {options.param_rel:g}")
-    for other, diffs in parity.get("params_vs_backends", {}).items():
+    for other, diffs in parity.params_vs_backends.items():
         if trusted is not None and other not in trusted:
             continue
         for name, diff in diffs.items():
-            if diff["rel"] > options.param_rel:
-                lines.append(f"{name} after {parity['steps']} steps vs {other}: rel diff {diff['rel']:.3g}"
+            if diff.rel > options.param_rel:
+                lines.append(f"{name} after {parity.steps} steps vs {other}: rel diff {diff.rel:.3g}"
                              f" > {options.param_rel:g}")
     return lines
 
 
-def summary(parity: dict[str, Any]) -> dict[str, Any]:
+def summary(parity: Parity) -> dict[str, Any]:
     """The headline numbers of a cell's parity, for tables."""
-    grad_name, grad_rel = _worst(parity["grads"])
-    out = {"forward_max_abs": parity["forward_max_abs"], "forward_rel": parity["forward_rel"],
-           "loss_rel": parity["loss_rel"], "grad_rel": grad_rel, "grad_tensor": grad_name}
-    if parity.get("params_vs_reference"):
-        out["params_vs_reference_rel"] = _worst(parity["params_vs_reference"])[1]
-    between = [diff for diffs in parity.get("params_vs_backends", {}).values() for diff in diffs.values()]
-    out["params_vs_backends_rel"] = max((diff["rel"] for diff in between), default=None)
-    out["params_vs_backends_max_abs"] = max((diff["max_abs"] for diff in between), default=None)
+    grad_name, grad_rel = _worst(parity.grads)
+    out: dict[str, Any] = {"forward_max_abs": parity.forward_max_abs, "forward_rel": parity.forward_rel,
+                           "loss_rel": parity.loss_rel, "grad_rel": grad_rel, "grad_tensor": grad_name}
+    if parity.params_vs_reference:
+        out["params_vs_reference_rel"] = _worst(parity.params_vs_reference)[1]
+    between = [diff for diffs in parity.params_vs_backends.values() for diff in diffs.values()]
+    out["params_vs_backends_rel"] = max((diff.rel for diff in between), default=None)
+    out["params_vs_backends_max_abs"] = max((diff.max_abs for diff in between), default=None)
     return out
 
 
+def parity_failed(result: Result) -> bool:
+    """True when a cell errored or failed its parity tolerances (``xfbench parity``'s exit code 1)."""
+    return any(cell.status == "error" or (cell.ok and not (cell.parity and cell.parity.passed))
+               for cell in result.cells)
+
+
 def run_with_parity(plan: Plan, options: ParityOptions, progress: Callable[[str], None] | None,
-                    only: bool = False) -> Result:
+                    only: bool = False, output: str | None = None) -> Result:
     """Run the plan with parity checked in every cell (``only``: parity alone, no training or timing), then
     compare the backends (:func:`finish`). Used by ``xfbench.run(parity=True)`` and ``xfbench parity``."""
-    from xfbench.compare.runner import run_plan
+    from xfbench.compare.session import execute
 
     plan.parity = {**options.as_dict(), "only": only}
-    result = Result(cells=run_plan(plan, progress), config={**plan.describe(), "parity": options.as_dict()})
-    finish(result, {task.name: task for task in plan.tasks}, options)
-    return result
-
-
-def run_parity(tasks: str, backends: str, steps: int, timeout: float, json_path: str | None,
-               progress: Callable[[str], None] | None) -> int:
-    """``xfbench parity``: print the parity table and failures; exit code 1 when a cell fails."""
-    from xfbench.compare.plan import make_plan
-    from xfbench.reports.parity import render
-
-    if steps < 1:
-        raise XfbenchError(f"--steps must be a positive integer, got {steps}")
-    plan = make_plan(tasks, backends, "cpu", timeout=timeout, measure=False)
-    result = run_with_parity(plan, ParityOptions(steps=steps), progress, only=True)
-    print(render(result))
-    if json_path:
-        result.save(json_path)
-        print(f"\nresult written to {json_path}")
-    failed = [cell for cell in result.cells
-              if cell.status == "error" or (cell.ok and not (cell.parity or {}).get("passed"))]
-    return 1 if failed else 0
+    tasks = {task.name: task for task in plan.tasks}
+    return execute(plan, progress, output=output, config={**plan.describe(), "parity": options.as_dict()},
+                   finish=lambda result: finish(result, tasks, options))

@@ -13,7 +13,7 @@ from typing import Any
 from xfbench import backends
 from xfbench.compare.allocator import DEFAULT_POLICY, POLICIES
 from xfbench.compare.allocator import describe as describe_malloc
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.timing import ORDERS, SCHEDULES, TimingOptions
 from xfbench.errors import XfbenchError, unknown_name
 from xfbench.machine import usable_cores
 from xfbench.tasks import DEFAULT_TASKS, Task, get_task
@@ -36,10 +36,20 @@ class Plan:
     timing: TimingOptions = field(default_factory=TimingOptions)
     parity: dict[str, Any] | None = None
     malloc: str = DEFAULT_POLICY
+    relative_to: str | None = None
 
     @property
     def num_cells(self) -> int:
         return len(self.tasks) * len(self.backends) * len(self.devices)
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        """Every cell's (task, backend, device), in the result's order: by task, then device, then backend."""
+        return [(task.name, backend, device) for task in self.tasks for device in self.devices
+                for backend in self.backends]
+
+    def order(self, cell: Any) -> int:
+        """A cell's place in the result (for sorting)."""
+        return self.keys().index(cell.key)
 
     def describe(self) -> dict[str, Any]:
         """The request as recorded in the result's ``config``."""
@@ -48,7 +58,9 @@ class Plan:
             "task_descriptions": {task.name: task.description for task in self.tasks},
             "backends": self.backends, "devices": self.devices, "threads": self.threads, "timeout_s": self.timeout,
             "seeds": self.seeds, "epochs": {task.name: task.epochs for task in self.tasks},
-            "malloc": describe_malloc(self.malloc),
+            "task_hashes": {task.name: task.spec_hash for task in self.tasks},
+            "malloc": describe_malloc(self.malloc), "timing": self.timing.describe() if self.measure else None,
+            "relative_to": self.relative_to,
         }
 
 
@@ -82,7 +94,8 @@ def _positive(name: str, value: Any, kind: type = int) -> Any:
 def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | Sequence[str] | None = None,
               devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
               timeout: float = 600.0, seeds: int = 1, measure: bool = True,
-              timing: TimingOptions | None = None, malloc: str = DEFAULT_POLICY) -> Plan:
+              timing: TimingOptions | None = None, malloc: str = DEFAULT_POLICY,
+              relative_to: str | None = None) -> Plan:
     """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks).
 
     Cheap checks come first, so a typo is reported before any data is loaded.
@@ -94,6 +107,10 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
             raise unknown_name("device", device, DEVICES)
     if malloc not in POLICIES:
         raise unknown_name("malloc policy", malloc, POLICIES)
+    if relative_to is not None and relative_to not in chosen_backends:
+        raise XfbenchError(f"--relative-to {relative_to!r} is not one of this run's backends; choose one of: "
+                           f"{', '.join(chosen_backends)}")
+    timing = check_timing(timing or TimingOptions())
     cores = usable_cores()
     threads = cores if threads is None else _positive("threads", threads)
     if threads > cores:
@@ -116,5 +133,23 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     return Plan(
         tasks=chosen_tasks, backends=list(dict.fromkeys(chosen_backends)), devices=list(dict.fromkeys(chosen_devices)),
         threads=threads, timeout=timeout, seeds=seeds,
-        measure=measure, timing=timing or TimingOptions(), malloc=malloc,
+        measure=measure, timing=timing, malloc=malloc, relative_to=relative_to,
     )
+
+
+def check_timing(options: TimingOptions) -> TimingOptions:
+    """The timing options, or the one-line error for the first bad value."""
+    if not isinstance(options, TimingOptions):
+        raise XfbenchError(f"timing must be an xfbench.compare.timing.TimingOptions, got {type(options).__name__}")
+    for name in ("rounds", "processes", "min_blocks"):
+        _positive(name.replace("_", "-"), getattr(options, name))
+    _positive("turn-seconds", options.turn_s, float)
+    _positive("min-block-s", options.min_block_s, float)
+    warmup = options.warmup_s
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not math.isfinite(warmup) or warmup < 0:
+        raise XfbenchError(f"--warmup-s must be a number >= 0, got {warmup!r}")
+    if options.schedule not in SCHEDULES:
+        raise unknown_name("schedule", options.schedule, SCHEDULES)
+    if options.order not in ORDERS:
+        raise unknown_name("order", options.order, ORDERS)
+    return options

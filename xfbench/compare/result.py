@@ -1,9 +1,15 @@
 """The result of a comparison: one versioned JSON document. Reports and CI gates read only this.
 
-Schema (``schema_version`` 1; documented in docs/schema.md and checked by tests/test_schema.py):
-``{"schema_version", "created", "machine": {cpu, cores, os, python, ...}, "config": {...}, "cells": [Cell...]}``.
+Schema (``schema_version`` 2; documented in docs/schema.md and checked by tests/schema.py):
+``{"schema_version", "created", "complete", "versions", "machine", "config", "cells": [Cell...],
+"comparisons": [Comparison...]}``.
 A cell always has ``task``, ``backend``, ``device`` (``kind``, ``name``), ``status`` (ok / unsupported / error)
-and ``error`` (None when ok); measurements are None when they were not taken, never zero.
+and ``error`` (None when ok); measurements are None when they were not taken, never zero. Its parts are typed
+(:class:`Timing`, :class:`Memory`, :class:`Parity`), each with ``to_dict`` / ``from_dict``; the timing keeps every
+raw timed block (:class:`Turn`), so intervals, paired tests and plots can be recomputed from the file.
+
+Older documents are migrated on load (:func:`migrate`), never refused: a schema 1 file reads as schema 2 with no
+raw samples and no comparisons.
 """
 
 from __future__ import annotations
@@ -12,14 +18,200 @@ import datetime
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+import platform
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "unsupported", "error")
+PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")
+
+
+def software_versions() -> dict[str, str]:
+    """xfbench's, NumPy's, SciPy's and Python's versions, recorded in every result (frameworks are per cell)."""
+    import numpy
+    import scipy
+
+    from xfbench import __version__
+
+    return {"xfbench": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "python": platform.python_version()}
+
+
+def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls`` (unknown keys from newer files are dropped)."""
+    names = {item.name for item in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+# ------------------------------------------------------------------------------------------------ timing
+@dataclass
+class StepStats:
+    """Per-step milliseconds over every timed block of a cell: median, IQR (q75 - q25), min, number of blocks."""
+
+    median: float
+    iqr: float
+    min: float
+    n: int
+
+    @classmethod
+    def of(cls, samples_ms: list[float]) -> StepStats:
+        """Example:
+        >>> StepStats.of([1.0, 2.0, 3.0, 4.0, 100.0])
+        StepStats(median=3.0, iqr=2.0, min=1.0, n=5)
+        """
+        import numpy as np
+
+        values = np.asarray(samples_ms, dtype=np.float64)
+        q25, median, q75 = np.percentile(values, [25, 50, 75])
+        return cls(float(median), float(q75 - q25), float(values.min()), int(values.size))
+
+
+@dataclass
+class Turn:
+    """One timing turn of one worker process: an untimed block, then ``block_ms`` (ms per step of each synced
+    block of ``block_steps`` steps). ``round`` and ``position`` place it in the schedule (position 0 ran first in its
+    round); ``start_s`` is seconds since the task's timing session began, for plots of drift."""
+
+    process: int
+    round: int
+    position: int
+    start_s: float
+    block_ms: list[float]
+
+    @property
+    def value_ms(self) -> float:
+        """The turn's per-step time: the median of its blocks."""
+        import statistics
+
+        return statistics.median(self.block_ms)
+
+
+@dataclass
+class ProcessPhases:
+    """What one worker process of a cell did before timing. Process 0 trains and evaluates the task (its numbers
+    are the cell's); further processes exist for timing only: they build and run one priming epoch."""
+
+    process: int
+    pid: int | None = None
+    import_s: float | None = None
+    build_s: float | None = None
+    first_step_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    trained_epochs: int = 0
+    peak_rss_mb: float | None = None
+
+
+@dataclass
+class Timing:
+    """Phase times (of process 0), steady-state step statistics over all processes' timed blocks, the raw blocks."""
+
+    import_s: float | None = None
+    build_s: float | None = None
+    first_step_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    step_ms: StepStats | None = None
+    samples_per_s: float | None = None
+    block_steps: int | None = None
+    timed_steps: int | None = None
+    recompiles: int | None = None
+    page_faults_per_step: float | None = None
+    session: str | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+    processes: list[ProcessPhases] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return self.step_ms is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timing:
+        values = _pick(cls, data)
+        if values.get("step_ms") is not None:
+            values["step_ms"] = StepStats(**_pick(StepStats, values["step_ms"]))
+        values["processes"] = [ProcessPhases(**_pick(ProcessPhases, item)) for item in values.get("processes") or []]
+        values["turns"] = [Turn(**_pick(Turn, item)) for item in values.get("turns") or []]
+        return cls(**values)
+
+
+@dataclass
+class Memory:
+    """``peak_rss_mb``: process 0's peak resident memory (MiB, includes the framework import); ``device_peak_mb``:
+    the framework's own accelerator peak counter (None on CPU)."""
+
+    peak_rss_mb: float | None = None
+    device_peak_mb: float | None = None
+
+
+# ------------------------------------------------------------------------------------------------ parity
+@dataclass
+class TensorDiff:
+    """Relative difference in norm (‖a − b‖ / ‖b‖) and element-wise max abs difference of one tensor."""
+
+    rel: float
+    max_abs: float
+
+
+def _diffs(data: dict[str, Any]) -> dict[str, TensorDiff]:
+    return {name: TensorDiff(**_pick(TensorDiff, value)) for name, value in (data or {}).items()}
+
+
+@dataclass
+class Parity:
+    """A cell's distance from the float64 reference and from the other backends (see ``compare.parity``)."""
+
+    forward_max_abs: float
+    forward_max_rel: float
+    forward_rel: float
+    loss_abs: float
+    loss_rel: float
+    grads: dict[str, TensorDiff]
+    steps: int
+    params_vs_reference: dict[str, TensorDiff] = field(default_factory=dict)
+    params_vs_backends: dict[str, dict[str, TensorDiff]] = field(default_factory=dict)
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    passed: bool | None = None
+    # the weights after ``steps`` steps, from the worker to the parent's comparison; never written to a file
+    weights_after_steps: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("weights_after_steps")
+        return data
+
+    @classmethod
+    def from_worker(cls, data: dict[str, Any]) -> Parity:
+        """A worker's parity message, keeping its weights after ``steps`` steps for the comparison between backends."""
+        parity = cls.from_dict(data)
+        parity.weights_after_steps = data.get("weights_after_steps")
+        return parity
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        values = _pick(cls, data)
+        values.pop("weights_after_steps", None)
+        values["grads"] = _diffs(values.get("grads", {}))
+        values["params_vs_reference"] = _diffs(values.get("params_vs_reference", {}))
+        values["params_vs_backends"] = {other: _diffs(diffs)
+                                        for other, diffs in (values.get("params_vs_backends") or {}).items()}
+        return cls(**values)
+
+
+# -------------------------------------------------------------------------------------------------- cell
+@dataclass
+class Device:
+    kind: str
+    name: str | None = None
 
 
 @dataclass
@@ -28,21 +220,30 @@ class Cell:
 
     task: str
     backend: str
-    device: dict[str, str | None]
+    device: Device
     status: str
     error: str | None = None
+    task_hash: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    seed_metrics: list[dict[str, float]] = field(default_factory=list)
-    timing: dict[str, Any] = field(default_factory=dict)
-    memory: dict[str, float | None] = field(default_factory=dict)
-    parity: dict[str, Any] | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    seed_metrics: list[dict[str, float | None]] = field(default_factory=list)
+    timing: Timing = field(default_factory=Timing)
+    memory: Memory = field(default_factory=Memory)
+    parity: Parity | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, str):
+            self.device = Device(self.device)
+        elif isinstance(self.device, dict):
+            self.device = Device(**_pick(Device, self.device))
+        if isinstance(self.parity, dict):
+            self.parity = Parity.from_worker(self.parity)
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.task, self.backend, str(self.device.get("kind"))
+        return self.task, self.backend, self.device.kind
 
     @property
     def ok(self) -> bool:
@@ -50,15 +251,78 @@ class Cell:
 
     def step_ms(self) -> float | None:
         """Median steady-state step time in ms, or None when not measured."""
-        return (self.timing.get("step_ms") or {}).get("median")
+        return self.timing.step_ms.median if self.timing.step_ms else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
+        data["device"] = asdict(self.device)
+        data["timing"] = self.timing.to_dict()
+        data["memory"] = asdict(self.memory)
+        data["parity"] = self.parity.to_dict() if self.parity else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
+        values = _pick(cls, data)
+        device = values.get("device") or {}
+        values["device"] = Device(**_pick(Device, device)) if isinstance(device, dict) else Device(str(device))
+        values["timing"] = Timing.from_dict(values.get("timing") or {})
+        values["memory"] = Memory(**_pick(Memory, values.get("memory") or {}))
+        values["parity"] = Parity.from_dict(values["parity"]) if values.get("parity") else None
+        return cls(**values)
 
 
+# ------------------------------------------------------------------------------------------ comparisons
+@dataclass
+class Ratio:
+    """One backend's step time relative to the comparison's reference backend, with its 95% interval.
+
+    ``per_process``: the ratio of each process pair alone (process p of this backend vs process p of the reference).
+    ``resolved``: the interval excludes 1.0, i.e. the difference is real at the 95% level.
+    """
+
+    backend: str
+    ratio: float
+    low: float | None = None
+    high: float | None = None
+    per_process: list[float] = field(default_factory=list)
+    rounds: int = 0
+    resolved: bool | None = None
+
+
+@dataclass
+class Comparison:
+    """Step-time ratios of every ok backend of one task and device, relative to ``reference``."""
+
+    task: str
+    device: str
+    reference: str
+    ratios: list[Ratio]
+    fastest: str
+    runner_up: str | None = None
+    resolved: bool | None = None
+    paired: bool = True
+    method: str = ""
+    workers_peak_rss_mb: float | None = None
+    note: str | None = None
+
+    def ratio(self, backend: str) -> Ratio | None:
+        return next((item for item in self.ratios if item.backend == backend), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        values = _pick(cls, data)
+        values["ratios"] = [Ratio(**_pick(Ratio, item)) for item in values.get("ratios", [])]
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------------ result
 @dataclass
 class Result:
     """All cells of one run plus the machine they ran on. ``save``/``load`` round-trip through JSON.
 
     Example:
-        >>> result = Result(cells=[Cell("mlp", "torch", {"kind": "cpu", "name": "x"}, "ok")])
+        >>> result = Result(cells=[Cell("mlp", "torch", Device("cpu", "x"), "ok")])
         >>> Result.from_json(result.to_json()).cells[0].backend
         'torch'
     """
@@ -67,6 +331,9 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=machine_info)
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
+    versions: dict[str, str] = field(default_factory=software_versions)
+    comparisons: list[Comparison] = field(default_factory=list)
+    complete: bool = True
     schema_version: int = SCHEMA_VERSION
 
     def cell(self, task: str, backend: str, device: str = "cpu") -> Cell:
@@ -76,43 +343,82 @@ class Result:
                 return cell
         raise XfbenchError(f"no cell for task {task!r}, backend {backend!r}, device {device!r} in this result")
 
+    def comparison(self, task: str, device: str = "cpu") -> Comparison | None:
+        """The step-time ratios of (task, device), or None when fewer than one backend measured."""
+        return next((item for item in self.comparisons if (item.task, item.device) == (task, device)), None)
+
+    def compare(self, relative_to: str | None = None) -> None:
+        """(Re)compute ``comparisons`` from the cells' raw timed turns; ``relative_to`` names the reference
+        backend (default: the fastest of each task and device)."""
+        from xfbench.compare.stats import compare_cells
+
+        groups: dict[tuple[str, str], list[Cell]] = {}
+        for cell in self.cells:
+            groups.setdefault((cell.task, cell.device.kind), []).append(cell)
+        self.comparisons = [comparison for cells in groups.values()
+                            if (comparison := compare_cells(cells, relative_to)) is not None]
+
     def to_dict(self) -> dict[str, Any]:
-        data = _finite(asdict(self))
-        return {"schema_version": data.pop("schema_version"), **data}
+        return _finite({
+            "schema_version": self.schema_version, "created": self.created, "complete": self.complete,
+            "versions": self.versions, "machine": self.machine, "config": self.config,
+            "cells": [cell.to_dict() for cell in self.cells],
+            "comparisons": [asdict(comparison) for comparison in self.comparisons],
+        })
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_jsonable)
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_jsonable)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise XfbenchError(f"result schema_version {version!r} is not supported; this xfbench reads {SCHEMA_VERSION}")
-        cells = [Cell(**cell) for cell in data.get("cells", [])]
-        return cls(cells=cells, config=data.get("config", {}), machine=data.get("machine", {}),
-                   created=data.get("created", ""), schema_version=version)
+        if not isinstance(data, dict):
+            raise XfbenchError(f"a result is a JSON object, got {type(data).__name__}")
+        data = migrate(data)
+        return cls(cells=[Cell.from_dict(cell) for cell in data.get("cells", [])], config=data.get("config", {}),
+                   machine=data.get("machine", {}), created=data.get("created", ""),
+                   versions=data.get("versions", {}),
+                   comparisons=[Comparison.from_dict(item) for item in data.get("comparisons", [])],
+                   complete=bool(data.get("complete", True)), schema_version=SCHEMA_VERSION)
 
     @classmethod
     def from_json(cls, text: str) -> Result:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the result as JSON (parent folders are created)."""
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json() + "\n")
+        """Write the result as JSON, atomically: a temporary file in the same folder, flushed to disk, renamed over
+        ``path`` (parent folders are created). A crash mid-write leaves the previous file as it was."""
+        from xfbench.compare.journal import write_atomic
+
+        write_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return cls.from_json(handle.read())
-        except FileNotFoundError as error:
-            raise XfbenchError(f"no result file at {os.fspath(path)!r}") from error
-        except json.JSONDecodeError as error:
-            raise XfbenchError(f"{os.fspath(path)!r} is not a JSON result: {error}") from error
+        """Read a result file, or the partial file of an interrupted run (``PATH.partial``)."""
+        from xfbench.compare.journal import read_result
+
+        return read_result(path)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older result document to the current schema (it is not modified in place).
+
+    Example:
+        >>> migrate({"schema_version": 1, "cells": []})["schema_version"]
+        2
+    """
+    version = data.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return data
+    if version == 1:
+        data = dict(data)
+        data["cells"] = [{**cell, "timing": {**(cell.get("timing") or {}), "turns": [], "processes": []}}
+                         for cell in data.get("cells", [])]
+        data.setdefault("versions", {})
+        data.setdefault("comparisons", [])
+        data["schema_version"] = 2
+        return data
+    raise XfbenchError(f"result schema_version {version!r} is not one this xfbench reads (1 to {SCHEMA_VERSION}); "
+                       "a newer xfbench wrote it")
 
 
 def _finite(value: Any) -> Any:

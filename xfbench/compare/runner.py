@@ -1,188 +1,372 @@
-"""Run a plan: one fresh worker process per (backend, device), one after another, never two at once.
+"""Run a plan: train every cell in its own worker process, then time the backends of each task in rounds.
 
-Isolation rules:
-- a worker's stdout/stderr (framework logs) go to a log file, results come back on a separate pipe;
-- each cell has its own deadline (``timeout``); a worker that hangs is killed with its whole process group;
-- after a crash or timeout the cell in flight becomes ``error`` and a new worker runs the remaining tasks;
-- a framework that is not installed gives ``unsupported`` cells without starting a process.
+Interleaved (the default), per device and task:
+1. every backend's worker processes (``processes`` per backend, started once and kept for the run) prepare the
+   task one at a time: process 0 trains and evaluates it (the cell's metrics and phase times), further processes
+   build it and run one priming epoch; each then warms up and estimates its time per step;
+2. the scheduler (``compare.schedule``) gives every live worker one timing turn per round, for ``rounds``
+   rounds, one worker at a time, in a rotating order, with the same ``block_steps`` for every process of a backend;
+3. each worker releases the task; the task's cells are complete and handed to ``on_cell`` (the journal writes them).
+Sequential (``--sequential``): one backend's process at a time, all tasks, its turns back to back; for models that
+don't fit in memory several times over, and to show what interleaving buys.
+
+Isolation rules: a worker that crashes, hangs past ``timeout`` (per command) or raises makes its cell ``error`` (with
+the training results it already had) and the other cells go on; a new worker takes its place for the next task;
+a framework that is not installed gives ``unsupported`` cells without starting a process.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import select
-import signal
-import subprocess
-import sys
-import tempfile
+import statistics
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench import backends
-from xfbench.compare.allocator import DEFAULT_POLICY, worker_env
+from xfbench.compare.executor import ChannelClosedError, Executor, LocalExecutor, WorkerHandle, WorkerSpec
 from xfbench.compare.plan import Plan
-from xfbench.compare.result import Cell
+from xfbench.compare.result import Cell, Device, Memory, Parity, ProcessPhases, StepStats, Timing, Turn
+from xfbench.compare.schedule import TurnError, TurnRecord, run_rounds
+from xfbench.compare.timing import block_steps_for
 from xfbench.tasks import Task
 
 Progress = Callable[[str], None]
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CellKey = tuple[str, str, str]
 
 
-def _log_tail(path: str, lines: int = 3) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = [line.strip() for line in handle.read().splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
+class SlotError(Exception):
+    """A worker crashed, hung or could not start; the message says which and why."""
 
 
-class _Worker:
-    """One running worker process and its event pipe."""
+@dataclass
+class Slot:
+    """Process number ``process`` of one backend on one device, and its worker while it runs."""
 
-    def __init__(self, job: dict[str, Any], folder: str, malloc: str = DEFAULT_POLICY) -> None:
-        self.job_path = os.path.join(folder, f"job-{time.monotonic_ns()}.pkl")
-        with open(self.job_path, "wb") as handle:
-            pickle.dump(job, handle)
-        self.log_path = self.job_path.replace(".pkl", ".log")
-        read_fd, write_fd = os.pipe()
-        env = worker_env(malloc, os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "xfbench.compare.worker", self.job_path, str(write_fd)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                env=env, start_new_session=True,
-            )
-        os.close(write_fd)
-        self.read_fd = read_fd
-        self.buffer = b""
+    backend: str
+    device: str
+    process: int
+    worker: WorkerHandle | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
 
-    def next_event(self, deadline: float) -> dict[str, Any] | None:
-        """The next event, or None when the worker exited or the deadline passed (check ``timed_out``)."""
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self.read_fd], [], [], min(remaining, 1.0))
-            if ready:
-                chunk = os.read(self.read_fd, 65536)
-                if not chunk:
-                    return None
-                self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        os.close(self.read_fd)
-
-    def failure(self) -> str:
-        code = self.process.poll()
-        tail = _log_tail(self.log_path)
-        how = f"worker exited with code {code}" if code is not None else "worker stopped answering"
-        if code is not None and code < 0:
-            how = f"worker killed by signal {signal.Signals(-code).name}"
-        return f"{how}{': ' + tail if tail else ''}"
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.device}"
 
 
-def _blank_cell(task: Task, backend: str, device: str, status: str, error: str) -> Cell:
-    return Cell(task=task.name, backend=backend, device={"kind": device, "name": None}, status=status, error=error)
+@dataclass
+class CellState:
+    """What is known of one cell while it runs: per process, the worker's ``ready``, ``prepared`` and ``released``
+    messages, the turns timed so far, and the first failure."""
 
+    task: Task
+    backend: str
+    device: str
+    status: str = "ok"
+    error: str | None = None
+    ready: dict[int, dict[str, Any]] = field(default_factory=dict)
+    prepared: dict[int, dict[str, Any]] = field(default_factory=dict)
+    released: dict[int, dict[str, Any]] = field(default_factory=dict)
+    turns: list[Turn] = field(default_factory=list)
+    turn_replies: list[dict[str, Any]] = field(default_factory=list)
+    block_steps: int | None = None
+    session: str | None = None
 
-def run_group(plan: Plan, backend: str, device: str, folder: str, progress: Progress) -> list[Cell]:
-    """All of the plan's tasks on one backend and device; one worker, replaced after a crash or timeout."""
-    try:
-        reason = backends.get(backend).unavailable_reason()
-    except Exception as error:  # a broken adapter module: error cells, the other backends still run
-        return [_blank_cell(task, backend, device, "error", f"cannot load the adapter: {error}") for task in plan.tasks]
-    if reason:
-        return [_blank_cell(task, backend, device, "unsupported", reason) for task in plan.tasks]
-    cells: list[Cell] = []
-    remaining = list(plan.tasks)
-    while remaining:
-        job = {"backend": backend, "device": device, "threads": plan.threads, "tasks": remaining,
-               "timing": plan.timing, "seeds": plan.seeds, "measure": plan.measure, "parity": plan.parity}
-        worker = _Worker(job, folder, plan.malloc)
-        deadline = time.monotonic() + plan.timeout
-        current: Task | None = None
-        imported = False
-        while True:
-            event = worker.next_event(deadline)
-            if event is None:
-                timed_out = worker.process.poll() is None and time.monotonic() >= deadline
-                if timed_out:
-                    error = f"timed out after {plan.timeout:g} s ({'running' if imported else 'importing the framework'})"
-                    worker.kill()
-                else:
-                    worker.close()
-                    error = worker.failure()
-                failed = [current] if current is not None and imported else list(remaining)
-                for task in failed:
-                    cells.append(_blank_cell(task, backend, device, "error", error))
-                    progress(f"{task.name} on {backend}/{device}: error: {error}")
-                    remaining.remove(task)
-                break
-            kind = event["event"]
-            if kind == "ready":
-                imported = True
-            elif kind == "start":
-                current = next(task for task in remaining if task.name == event["task"])
-                deadline = time.monotonic() + plan.timeout
-                progress(f"{current.name} on {backend}/{device}: training")
-            elif kind == "cell":
-                cell = Cell(**event["cell"])
-                cells.append(cell)
-                remaining.remove(current)  # type: ignore[arg-type]
-                progress(f"{cell.task} on {backend}/{device}: {_summary(cell)}")
-                current = None
-            elif kind == "done":
-                worker.close()
-                break
-    return cells
+    def fail(self, status: str, error: str) -> None:
+        if self.status == "ok":
+            self.status, self.error = status, error
 
 
 def _summary(cell: Cell) -> str:
     if not cell.ok:
         return f"{cell.status}: {cell.error}"
-    metrics = ", ".join(f"{name} {value:.4g}" for name, value in cell.metrics.items() if name in ("accuracy", "r2"))
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in cell.metrics.items()
+                        if name in ("accuracy", "r2") and value is not None)
     step = cell.step_ms()
     return f"ok ({metrics}{f', {step:.3g} ms/step' if step is not None else ''})"
 
 
-def run_plan(plan: Plan, progress: Progress | None = None) -> list[Cell]:
-    """Run every (backend, device) group of the plan in turn and return all cells, in plan order."""
-    report = progress or (lambda message: None)
+class Runner:
+    """Runs one plan through an executor; every finished cell goes to ``on_cell`` as soon as it is complete."""
+
+    def __init__(self, plan: Plan, executor: Executor, progress: Progress, on_cell: Callable[[Cell], None],
+                 done: Iterable[CellKey] = ()) -> None:
+        self.plan = plan
+        self.executor = executor
+        self.progress = progress
+        self.on_cell = on_cell
+        self.done = set(done)
+        self.options = plan.timing
+
+    # ------------------------------------------------------------------------------------------- workers
+    def _request(self, slot: Slot, message: dict[str, Any], expect: str, doing: str) -> dict[str, Any]:
+        """Send one command and wait for its answer (``expect``) within the plan's timeout."""
+        assert slot.worker is not None
+        deadline = time.monotonic() + self.plan.timeout
+        try:
+            slot.worker.send(message)
+            while True:
+                reply = slot.worker.receive(deadline)
+                if reply is None:
+                    slot.worker.kill()
+                    slot.worker = None
+                    raise SlotError(f"timed out after {self.plan.timeout:g} s ({doing})")
+                if reply.get("event") in (expect, "error"):
+                    return reply
+        except ChannelClosedError:
+            reason = slot.worker.failure()
+            slot.worker.kill()
+            slot.worker = None
+            raise SlotError(reason) from None
+
+    def _start(self, slot: Slot, tasks: list[Task]) -> None:
+        if slot.worker is not None:
+            return
+        spec = WorkerSpec(slot.backend, slot.device, self.plan.threads, tasks, self.plan.malloc)
+        slot.worker = self.executor.start(spec)
+        slot.ready = self._await_ready(slot)
+
+    def _await_ready(self, slot: Slot) -> dict[str, Any]:
+        assert slot.worker is not None
+        deadline = time.monotonic() + self.plan.timeout
+        try:
+            reply = slot.worker.receive(deadline)
+        except ChannelClosedError:
+            reason = slot.worker.failure()
+            slot.worker.kill()
+            slot.worker = None
+            raise SlotError(reason) from None
+        if reply is None:
+            slot.worker.kill()
+            slot.worker = None
+            raise SlotError(f"timed out after {self.plan.timeout:g} s (importing the framework)")
+        return reply
+
+    def _close(self, slot: Slot) -> None:
+        if slot.worker is not None:
+            slot.worker.close()
+            slot.worker = None
+
+    # ------------------------------------------------------------------------------------------- phases
+    def _prepare(self, slot: Slot, state: CellState, task_index: int) -> None:
+        what = "training" if slot.process == 0 else "priming"
+        suffix = f" (process {slot.process + 1}/{self.options.processes})" if self.options.processes > 1 else ""
+        self.progress(f"{state.task.name} on {slot.label}: {what}{suffix}")
+        try:
+            self._start(slot, self.plan.tasks)
+            reply = self._request(slot, {
+                "op": "prepare", "task": task_index, "process": slot.process, "seeds": self.plan.seeds,
+                "measure": self.plan.measure, "parity": self.plan.parity, "warmup_s": self.options.warmup_s,
+            }, "prepared", "running")
+        except SlotError as failure:
+            state.fail("error", str(failure))
+            return
+        state.ready[slot.process] = slot.ready
+        state.prepared[slot.process] = reply
+        if reply.get("status") != "ok":
+            state.fail(reply.get("status", "error"), reply.get("error") or "the worker gave no reason")
+
+    def _participant(self, slot: Slot, state: CellState) -> Callable[[], dict[str, Any]]:
+        def turn() -> dict[str, Any]:
+            if state.status != "ok":
+                raise TurnError(state.error or "failed")
+            try:
+                reply = self._request(slot, {"op": "turn", "block_steps": state.block_steps,
+                                             "turn_s": self.options.turn_s, "min_blocks": self.options.min_blocks},
+                                       "turn", "timing")
+            except SlotError as failure:
+                state.fail("error", f"during timing: {failure}")
+                raise TurnError(str(failure)) from None
+            if reply.get("event") == "error":
+                state.fail("error", f"during timing: {reply.get('error')}")
+                raise TurnError(str(reply.get("error")))
+            return reply
+        return turn
+
+    def _time(self, pairs: list[tuple[Slot, CellState]]) -> None:
+        """Timing rounds over every (slot, cell) whose cell is still ok."""
+        live = [(slot, state) for slot, state in pairs if state.status == "ok" and slot.worker is not None]
+        for state in {id(state): state for _, state in live}.values():
+            estimates = [state.prepared[p]["seconds_per_step"] for p in state.prepared
+                         if state.prepared[p].get("seconds_per_step")]
+            state.block_steps = block_steps_for(statistics.median(estimates), self.options.min_block_s)
+        participants = {(slot.backend, slot.process): self._participant(slot, state) for slot, state in live}
+        states = {(slot.backend, slot.process): state for slot, state in live}
+
+        def record(turn: TurnRecord) -> None:
+            _, process = turn.key  # type: ignore[misc]
+            state = states[turn.key]
+            state.turns.append(Turn(process, turn.round, turn.position, round(turn.start_s, 4),
+                                    turn.value["block_ms"]))
+            state.turn_replies.append(turn.value)
+
+        run_rounds(participants, self.options.rounds, self.options.order, on_turn=record)
+
+    def _release(self, slot: Slot, state: CellState) -> None:
+        if slot.worker is None:
+            return
+        try:
+            state.released[slot.process] = self._request(slot, {"op": "release"}, "released", "releasing the task")
+        except SlotError:
+            pass  # the measurement is complete; the worker is replaced for the next task
+
+    # -------------------------------------------------------------------------------------------- cells
+    def _finish(self, state: CellState) -> None:
+        cell = assemble(state, self.plan)
+        self.progress(f"{cell.task} on {cell.backend}/{cell.device.kind}: {_summary(cell)}")
+        self.on_cell(cell)
+
+    def _unavailable(self, backend: str) -> tuple[str, str] | None:
+        try:
+            reason = backends.get(backend).unavailable_reason()
+        except Exception as error:  # a broken adapter module: error cells, the other backends still run
+            return "error", f"cannot load the adapter: {error}"
+        return ("unsupported", reason) if reason else None
+
+    def run(self) -> None:
+        for device in self.plan.devices:
+            runnable = []
+            for backend in self.plan.backends:
+                missing = self._unavailable(backend)
+                if missing is None:
+                    runnable.append(backend)
+                    continue
+                for task in self.plan.tasks:
+                    if (task.name, backend, device) not in self.done:
+                        state = CellState(task, backend, device)
+                        state.fail(*missing)
+                        self._finish(state)
+            if self.options.schedule == "sequential":
+                self._sequential(device, runnable)
+            else:
+                self._interleaved(device, runnable)
+
+    def _interleaved(self, device: str, runnable: list[str]) -> None:
+        slots = [Slot(backend, device, process) for process in range(self.options.processes) for backend in runnable]
+        try:
+            for index, task in enumerate(self.plan.tasks):
+                todo = [backend for backend in runnable if (task.name, backend, device) not in self.done]
+                if not todo:
+                    continue
+                session = uuid.uuid4().hex[:12]
+                states = {backend: CellState(task, backend, device, session=session) for backend in todo}
+                pairs = [(slot, states[slot.backend]) for slot in slots if slot.backend in states]
+                for slot, state in pairs:
+                    if state.status == "ok":
+                        self._prepare(slot, state, index)
+                if self.plan.measure:
+                    self.progress(f"{task.name} on {device}: timing {len(pairs)} workers in "
+                                  f"{self.options.rounds} rounds")
+                    self._time(pairs)
+                for slot, state in pairs:
+                    self._release(slot, state)
+                for backend in todo:
+                    self._finish(states[backend])
+        finally:
+            for slot in slots:
+                self._close(slot)
+
+    def _sequential(self, device: str, runnable: list[str]) -> None:
+        for backend in runnable:
+            states = {index: CellState(task, backend, device, session=uuid.uuid4().hex[:12])
+                      for index, task in enumerate(self.plan.tasks) if (task.name, backend, device) not in self.done}
+            for process in range(self.options.processes):
+                slot = Slot(backend, device, process)
+                try:
+                    for index, state in states.items():
+                        if state.status != "ok":
+                            continue
+                        self._prepare(slot, state, index)
+                        if self.plan.measure:
+                            self._time([(slot, state)])
+                        self._release(slot, state)
+                finally:
+                    self._close(slot)
+            for state in states.values():
+                self._finish(state)
+
+
+def assemble(state: CellState, plan: Plan) -> Cell:
+    """The cell from what its workers sent: process 0's training results, every process's timed turns."""
+    first = state.prepared.get(0, {})
+    ready = state.ready.get(0, {})
+    cell = Cell(task=state.task.name, backend=state.backend, device=Device(state.device, first.get("device_name")),
+                status=state.status, error=state.error, task_hash=state.task.spec_hash,
+                versions=ready.get("versions", {}), threads=plan.threads if first else None,
+                fingerprint=first.get("fingerprint", {}), metrics=first.get("metrics", {}),
+                seed_metrics=first.get("seed_metrics", []) if plan.seeds > 1 else [])
+    if first.get("parity"):
+        cell.parity = Parity.from_worker(first["parity"])
+    timing = Timing(import_s=ready.get("import_s"), protocol=plan.timing.describe() if plan.measure else {},
+                    session=state.session if plan.measure else None)
+    phases = first.get("phases", {})
+    for name in ("build_s", "first_step_s", "train_s", "eval_s"):
+        setattr(timing, name, phases.get(name))
+    for process, prepared in sorted(state.prepared.items()):
+        released = state.released.get(process, {})
+        timing.processes.append(ProcessPhases(
+            process=process, pid=state.ready.get(process, {}).get("pid"),
+            import_s=state.ready.get(process, {}).get("import_s"),
+            **{name: prepared.get("phases", {}).get(name) for name in ("build_s", "first_step_s", "train_s", "eval_s")},
+            trained_epochs=prepared.get("phases", {}).get("trained_epochs", 0),
+            peak_rss_mb=released.get("peak_rss_mb", prepared.get("peak_rss_mb")),
+        ))
+    if state.turns:
+        blocks = [value for turn in state.turns for value in turn.block_ms]
+        timing.turns = state.turns
+        timing.step_ms = StepStats.of(blocks)
+        timing.block_steps = state.block_steps
+        timing.timed_steps = sum(reply["steps"] for reply in state.turn_replies)
+        timing.samples_per_s = state.task.batch_size / (timing.step_ms.median / 1e3)
+        faults = [reply.get("page_faults") for reply in state.turn_replies]
+        if None not in faults and timing.timed_steps:
+            timing.page_faults_per_step = sum(faults) / timing.timed_steps  # type: ignore[arg-type]
+        timing.recompiles = _recompiles(state)
+    released = state.released.get(0, {})
+    cell.memory = Memory(peak_rss_mb=released.get("peak_rss_mb", first.get("peak_rss_mb")),
+                         device_peak_mb=released.get("device_peak_mb", first.get("device_peak_mb")))
+    cell.timing = timing
+    return cell
+
+
+def _recompiles(state: CellState) -> int | None:
+    """Traces/compiles during the timed turns, over every process (None where the backend does not compile)."""
+    total = 0
+    for process, prepared in state.prepared.items():
+        before = prepared.get("compiles")
+        after = [reply.get("compiles") for reply, turn in zip(state.turn_replies, state.turns, strict=True)
+                 if turn.process == process]
+        if before is None or not after or after[-1] is None:
+            return None
+        total += after[-1] - before
+    return total
+
+
+def run_plan(plan: Plan, progress: Progress | None = None, on_cell: Callable[[Cell], None] | None = None,
+             done: Iterable[CellKey] = (), executor: Executor | None = None) -> list[Cell]:
+    """Run every cell of the plan not in ``done``; returns the cells in plan order (task, device, backend).
+
+    ``on_cell`` sees each cell as soon as it is complete. Every worker is stopped when this returns or raises
+    (Ctrl-C included).
+    """
     cells: list[Cell] = []
-    groups = [(backend, device) for device in plan.devices for backend in plan.backends]
-    with tempfile.TemporaryDirectory(prefix="xfbench-") as folder:
-        for number, (backend, device) in enumerate(groups, start=1):
-            report(f"[{number}/{len(groups)}] {backend} on {device}")
-            cells += run_group(plan, backend, device, folder, report)
-    order = {(task.name, backend, device): index for index, (task, backend, device) in enumerate(
-        (task, backend, device) for task in plan.tasks for device in plan.devices for backend in plan.backends)}
-    return sorted(cells, key=lambda cell: order[cell.key])
+
+    def keep(cell: Cell) -> None:
+        cells.append(cell)
+        if on_cell is not None:
+            on_cell(cell)
+
+    with executor or LocalExecutor() as running:
+        Runner(plan, running, progress or (lambda message: None), keep, done).run()
+    return sorted(cells, key=plan.order)
 
 
 def probe_backends(timeout: float = 120.0) -> list[list[str]]:
     """Rows (backend, status, versions, devices) for ``xfbench list``; each framework imported in a worker."""
     rows = []
     seen: dict[str, dict[str, Any] | str] = {}
-    with tempfile.TemporaryDirectory(prefix="xfbench-") as folder:
+    with LocalExecutor() as executor:
         for name in backends.backend_names():
             try:
                 backend = backends.get(name)
@@ -194,10 +378,11 @@ def probe_backends(timeout: float = 120.0) -> list[list[str]]:
                 rows.append([name, "not installed", "-", reason])
                 continue
             if backend.module not in seen:
-                job = {"backend": name, "device": "cpu", "threads": 1, "tasks": [], "timing": None, "seeds": 1,
-                       "measure": False, "parity": None}
-                worker = _Worker(job, folder)
-                event = worker.next_event(time.monotonic() + timeout)
+                worker = executor.start(WorkerSpec(name, "cpu", 1))
+                try:
+                    event = worker.receive(time.monotonic() + timeout)
+                except ChannelClosedError:
+                    event = None
                 if event is None:
                     worker.kill()
                     seen[backend.module] = worker.failure()

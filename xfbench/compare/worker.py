@@ -1,16 +1,35 @@
-"""The worker process: one backend on one device, running a list of tasks, one JSON event per line.
+"""The worker process: one backend on one device, a small command server speaking JSON lines.
 
-Started by ``compare.runner`` as ``python -m xfbench.compare.worker JOB_FILE RESULT_FD``. Thread settings are
-applied before the framework is imported. Events go to ``RESULT_FD`` (a pipe), never to stdout/stderr, which
-carry the frameworks' log output and are captured by the runner. An exception in one task becomes that cell's
-``error`` and the worker goes on with the next task.
+Started by ``compare.executor`` as ``python -m xfbench.compare.worker JOB_FILE COMMAND_FD EVENT_FD``. Thread
+settings are applied before the framework is imported. Messages travel on two pipes, never on stdout/stderr,
+which carry the frameworks' log output and are captured by the executor.
+
+The protocol (every message is one JSON object on one line):
+
+==========================================================  ===============================================
+scheduler -> worker                                         worker -> scheduler
+==========================================================  ===============================================
+(start)                                                     ``ready``: import_s, versions, devices, pid
+``prepare``: task (index), process, seeds, measure,         ``prepared``: status, error, device_name,
+parity, warmup_s                                            fingerprint, metrics, seed_metrics, phases,
+                                                            parity, seconds_per_step, compiles
+``turn``: block_steps, turn_s, min_blocks                   ``turn``: block_ms, steps, page_faults, compiles
+``release``                                                 ``released``: peak_rss_mb, device_peak_mb,
+                                                            compiles
+``exit`` (or end of file)                                   (exits)
+==========================================================  ===============================================
+
+A failure inside a command answers ``{"event": "error", "error": ...}`` (``prepare`` answers a cell with status
+``error``) and the worker goes on serving. A worker whose parent is gone exits (Linux: ``PR_SET_PDEATHSIG``;
+everywhere: end of file on the command pipe).
 """
 
 from __future__ import annotations
 
-import json
+import gc
 import os
 import pickle
+import signal
 import sys
 import time
 import traceback
@@ -23,7 +42,24 @@ QUIET_ENV = {
     "GRPC_VERBOSITY": "ERROR",
     "JAX_PLATFORMS": "",
     "PYTHONWARNINGS": "ignore",
+    # several frameworks' workers are alive at once: none may take a GPU's memory up front (JAX preallocates 75%
+    # by default; TensorFlow's memory growth is set in its adapter). Untested on a GPU so far.
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
 }
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, and exit now if the parent is already gone."""
+    expected = os.environ.get("XFBENCH_PARENT_PID")
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: end of file on the command pipe still ends the worker
+        pass
+    if expected and os.getppid() != int(expected):
+        os._exit(1)
 
 
 def configure_process(threads: int) -> None:
@@ -52,52 +88,110 @@ def start_backend(name: str, threads: int) -> tuple[Any, float]:
     return backend, time.perf_counter() - start
 
 
-def main(job_path: str, result_fd: int) -> int:
-    with open(job_path, "rb") as handle:
-        job: dict[str, Any] = pickle.load(handle)  # written by our own runner; internal transport only
-    channel = os.fdopen(result_fd, "w", buffering=1)
+def _error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
-    def emit(event: dict[str, Any]) -> None:
-        channel.write(json.dumps(event, default=lambda value: value.tolist()) + "\n")
 
-    threads, device_kind = job["threads"], job["device"]
-    backend, import_s = start_backend(job["backend"], threads)
-    from xfbench.compare.cell import run_cell
+class Server:
+    """The worker's state between commands: the backend, and the prepared task's trainer and timer."""
 
-    versions = backend.versions()
-    devices = backend.devices()
-    device_name = next((d["name"] for d in devices if d["kind"] == device_kind), None)
-    emit({"event": "ready", "import_s": import_s, "versions": versions, "devices": devices})
+    def __init__(self, spec: Any, backend: Any) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.timer: Any = None
+        self.devices = backend.devices()
 
-    for task in job["tasks"]:
-        emit({"event": "start", "task": task.name})
-        cell: dict[str, Any] = {
-            "task": task.name, "backend": job["backend"], "device": {"kind": device_kind, "name": device_name},
-            "versions": versions, "threads": threads,
+    def prepare(self, message: dict[str, Any]) -> dict[str, Any]:
+        from xfbench.compare.cell import peak_rss_mb, prime_cell, steady_state_timer, train_cell
+
+        self.timer = None
+        task = self.spec.tasks[message["task"]]
+        device_kind = self.spec.device
+        reply: dict[str, Any] = {
+            "event": "prepared", "task": task.name, "status": "ok", "error": None,
+            "device_name": next((d["name"] for d in self.devices if d["kind"] == device_kind), None),
         }
         try:
-            reason = backend.unsupported_reason(task, device_kind)
+            reason = self.backend.unsupported_reason(task, device_kind)
             if reason:
-                cell.update(status="unsupported", error=reason)
-            else:
-                cell["fingerprint"] = backend.fingerprint(device_kind)
-                parity = job.get("parity")
-                if not (parity and parity.get("only")):
-                    cell.update(run_cell(backend, task, device_kind, job["timing"], seeds=job["seeds"],
-                                         measure=job["measure"]))
-                    cell["timing"]["import_s"] = import_s
-                if parity:
-                    from xfbench.compare.parity import cell_parity
+                return {**reply, "status": "unsupported", "error": reason}
+            reply["fingerprint"] = self.backend.fingerprint(device_kind)
+            parity = message.get("parity")
+            trainer = None
+            if not (parity and parity.get("only")):
+                if message.get("process", 0) == 0:
+                    trainer, out = train_cell(self.backend, task, device_kind, seeds=message.get("seeds", 1))
+                else:
+                    trainer, out = prime_cell(self.backend, task, device_kind)
+                reply.update(out)
+            if parity:
+                from xfbench.compare.parity import cell_parity
 
-                    cell["parity"] = cell_parity(backend, task, device_kind, parity)
-                cell["status"] = "ok"
+                reply["parity"] = cell_parity(self.backend, task, device_kind, parity)
+            if trainer is not None and message.get("measure", True):
+                self.timer = steady_state_timer(trainer, task)
+                reply["seconds_per_step"] = self.timer.warm_up(message.get("warmup_s", 0.3))
+                reply["compiles"] = trainer.compile_count()
+            reply["peak_rss_mb"] = peak_rss_mb()
+            reply["device_peak_mb"] = trainer.device_peak_mb() if trainer is not None else None
         except Exception as error:  # one task's failure must not lose the others
             traceback.print_exc()
-            cell.update(status="error", error=f"{type(error).__name__}: {error}")
-        emit({"event": "cell", "cell": cell})
-    emit({"event": "done"})
-    return 0
+            self.timer = None
+            return {**reply, "status": "error", "error": _error(error)}
+        return reply
+
+    def turn(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.timer is None:
+            return {"event": "error", "error": "no prepared task to time"}
+        try:
+            return {"event": "turn", **self.timer.turn(message["block_steps"], message["turn_s"],
+                                                        message.get("min_blocks", 2))}
+        except Exception as error:
+            traceback.print_exc()
+            return {"event": "error", "error": _error(error)}
+
+    def release(self, message: dict[str, Any]) -> dict[str, Any]:
+        from xfbench.compare.cell import peak_rss_mb
+
+        reply: dict[str, Any] = {"event": "released", "peak_rss_mb": peak_rss_mb(), "device_peak_mb": None,
+                                 "compiles": None}
+        if self.timer is not None:
+            trainer = self.timer.trainer
+            reply.update(device_peak_mb=trainer.device_peak_mb(), compiles=trainer.compile_count())
+        self.timer = None
+        gc.collect()
+        return reply
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        handler = {"prepare": self.prepare, "turn": self.turn, "release": self.release}.get(message.get("op", ""))
+        if handler is None:
+            return {"event": "error", "error": f"unknown command {message.get('op')!r}"}
+        return handler(message)
+
+
+def main(job_path: str, command_fd: int, event_fd: int) -> int:
+    die_with_parent()
+    from xfbench.compare.executor import Channel, ChannelClosedError
+
+    with open(job_path, "rb") as handle:
+        spec = pickle.load(handle)  # written by our own executor; internal transport only
+    channel = Channel(command_fd, event_fd)
+    backend, import_s = start_backend(spec.backend, spec.threads)
+    server = Server(spec, backend)
+    channel.send({"event": "ready", "import_s": import_s, "versions": backend.versions(), "devices": server.devices,
+                  "pid": os.getpid()})
+    while True:
+        try:
+            message = channel.receive()
+        except ChannelClosedError:  # the parent is gone
+            return 0
+        if message is None or message.get("op") == "exit":
+            return 0
+        try:
+            channel.send(server.handle(message))
+        except ChannelClosedError:
+            return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2])))
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

@@ -27,13 +27,13 @@ def render(result: Result, fmt: str = "simple") -> str:
                 rows.append([cell.backend] + ["-"] * 7 + [f"{cell.status}: {cell.error}"])
                 continue
             numbers = summary(cell.parity)
-            verdict = "pass" if cell.parity.get("passed") else "FAIL"
+            verdict = "pass" if cell.parity.passed else "FAIL"
             rows.append([
                 cell.backend, _num(numbers["forward_max_abs"]), _num(numbers["forward_rel"]), _num(numbers["loss_rel"]),
                 f"{_num(numbers['grad_rel'])} ({numbers['grad_tensor']})", _num(numbers.get("params_vs_reference_rel")),
                 _num(numbers["params_vs_backends_rel"]), _num(numbers["params_vs_backends_max_abs"]), verdict,
             ])
-            problems += [f"  {cell.backend}: {line}" for line in cell.parity.get("failures", [])]
+            problems += [f"  {cell.backend}: {line}" for line in cell.parity.failures]
         headers = ["backend", "fwd max abs", "fwd rel", "loss rel", "worst grad rel (tensor)",
                    f"params rel vs ref ({tolerances.get('steps', 'K')} steps)", "params rel vs backends",
                    "params max abs vs backends", "verdict"]

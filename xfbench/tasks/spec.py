@@ -34,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -307,6 +309,24 @@ class Task:
         )}
         fields.update(changes)
         return Task(**fields)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def spec_hash(self) -> str:
+        """A short hash of everything that defines the work: layers, loss, optimizer, batch size, epochs, metrics,
+        seed, and the data (dtypes, shapes, bytes). Two tasks with the same name but other sizes differ here; the
+        name and description do not count.
+
+        Example:
+            >>> from xfbench.tasks import get_task
+            >>> get_task("mlp").spec_hash == get_task("mlp").spec_hash != get_task("mlp", width=128).spec_hash
+            True
+        """
+        digest = hashlib.sha256(repr((self.layers, self.loss, self.optimizer, self.batch_size, self.epochs,
+                                      self.metrics, self.seed)).encode())
+        for array in (self.data.x_train, self.data.y_train, self.data.x_test, self.data.y_test):
+            digest.update(repr((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def param_names(self) -> list[str]:
         """Names of the trainable tensors in order, e.g. ``['0.Conv2D.kernel', '0.Conv2D.bias', ...]``."""

@@ -1,0 +1,243 @@
+"""Where worker processes live, and the channel the scheduler speaks to them through.
+
+The scheduler (``compare.runner``) never shares state with a worker: it sends JSON messages and receives JSON
+messages (``compare.worker`` lists them), one per line, over a :class:`Channel`. An :class:`Executor` starts
+workers and hands back a :class:`WorkerHandle`; :class:`LocalExecutor`, the default, runs each worker as a fresh
+local process. Another executor can place workers elsewhere without the scheduler changing.
+
+Local isolation rules:
+- a worker's stdout/stderr (framework logs) go to a log file; messages travel on two pipes of their own;
+- each worker runs in its own session (a Ctrl-C on the terminal reaches only the parent, which stops them);
+- a worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux, and end-of-file on its command pipe), so no worker
+  outlives the run, even after a ``kill -9`` of the parent;
+- :meth:`Executor.close` kills every worker still running and removes the temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from xfbench.compare.allocator import DEFAULT_POLICY, worker_env
+from xfbench.tasks import Task
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ChannelClosedError(Exception):
+    """The other end of a channel is gone (the worker exited, or the parent did)."""
+
+
+class Channel:
+    """JSON messages, one per line, read from ``read_fd`` and written to ``write_fd``."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self._buffer = b""
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message, allow_nan=True, default=_jsonable) + "\n").encode()
+        try:
+            while data:
+                data = data[os.write(self.write_fd, data):]
+        except (BrokenPipeError, OSError) as error:
+            raise ChannelClosedError(str(error)) from error
+
+    def receive(self, deadline: float | None = None) -> dict[str, Any] | None:
+        """The next message; None when ``deadline`` (a ``time.monotonic()`` value) passes first; raises
+        :class:`ChannelClosedError` at end of file."""
+        while b"\n" not in self._buffer:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return None
+            ready, _, _ = select.select([self.read_fd], [], [], None if timeout is None else min(timeout, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(self.read_fd, 1 << 16)
+            if not chunk:
+                raise ChannelClosedError("end of file")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fd in {self.read_fd, self.write_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@dataclass
+class WorkerSpec:
+    """One worker: a backend on a device with ``threads`` threads, able to prepare any of ``tasks`` (by index)."""
+
+    backend: str
+    device: str
+    threads: int
+    tasks: list[Task] = field(default_factory=list)
+    malloc: str = DEFAULT_POLICY
+
+
+class WorkerHandle(ABC):
+    """The scheduler's end of one worker."""
+
+    label: str = ""
+
+    @abstractmethod
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one command; raises :class:`ChannelClosedError` when the worker is gone."""
+
+    @abstractmethod
+    def receive(self, deadline: float) -> dict[str, Any] | None:
+        """The next message, None at the deadline; raises :class:`ChannelClosedError` when the worker is gone."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the worker now (and everything it started)."""
+
+    @abstractmethod
+    def failure(self) -> str:
+        """Why the worker is gone: exit code or signal, and the end of its log."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Ask the worker to exit and wait for it; kill it if it does not."""
+
+
+class Executor(ABC):
+    """Starts workers; :meth:`close` stops every one still running. Use as a context manager."""
+
+    @abstractmethod
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        """Start a worker for ``spec``; its first message is ``ready`` (or it fails)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Kill every worker still running and remove what the executor created."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _log_tail(path: str, lines: int = 3) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = [line.strip() for line in handle.read().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class LocalWorker(WorkerHandle):
+    """A worker process on this machine (``python -m xfbench.compare.worker``)."""
+
+    def __init__(self, spec: WorkerSpec, folder: str) -> None:
+        self.label = f"{spec.backend}/{spec.device}"
+        stem = os.path.join(folder, f"worker-{time.monotonic_ns()}")
+        self.job_path, self.log_path = stem + ".pkl", stem + ".log"
+        with open(self.job_path, "wb") as handle:  # written and read by xfbench itself: internal transport only
+            pickle.dump(spec, handle)
+        command_read, command_write = os.pipe()
+        event_read, event_write = os.pipe()
+        env = worker_env(spec.malloc, os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        env["XFBENCH_PARENT_PID"] = str(os.getpid())
+        try:
+            with open(self.log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "xfbench.compare.worker", self.job_path, str(command_read), str(event_write)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=(command_read, event_write), env=env, start_new_session=True,
+                )
+        finally:
+            os.close(command_read)
+            os.close(event_write)
+        self.channel = Channel(event_read, command_write)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.channel.send(message)
+
+    def receive(self, deadline: float) -> dict[str, Any] | None:
+        return self.channel.receive(deadline)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self.channel.close()
+
+    def close(self) -> None:
+        try:
+            self.send({"op": "exit"})
+        except ChannelClosedError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    def failure(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = _log_tail(self.log_path)
+        how = f"worker exited with code {code}" if code is not None else "worker stopped answering"
+        if code is not None and code < 0:
+            how = f"worker killed by signal {signal.Signals(-code).name}"
+        return f"{how}{': ' + tail if tail else ''}"
+
+
+class LocalExecutor(Executor):
+    """Workers as fresh processes on this machine, with their job files and logs in a temporary folder."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="xfbench-")
+        self.workers: list[LocalWorker] = []
+
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        worker = LocalWorker(spec, self.folder)
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.kill()
+            else:
+                worker.channel.close()
+        self.workers.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)

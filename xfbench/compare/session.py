@@ -1,0 +1,101 @@
+"""A whole run: plan -> runner -> result, with every finished cell on disk as it finishes, and resuming.
+
+With an ``output`` path, cells are appended to ``OUTPUT.partial`` (``compare.journal``) as they finish; a run killed
+or interrupted keeps them there, and ``resume`` runs only the cells still missing, then writes the whole result to
+``OUTPUT`` and removes the partial file. A resumed run must be the same plan: same tasks (by their spec hash),
+backends, devices, threads, seeds, allocator policy and timing protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from xfbench.compare.journal import Journal, partial_path, read_result
+from xfbench.compare.plan import Plan, make_plan
+from xfbench.compare.result import Result
+from xfbench.compare.runner import Progress, run_plan
+from xfbench.compare.timing import TimingOptions
+from xfbench.errors import XfbenchError
+
+SAME_PLAN = ("tasks", "task_hashes", "backends", "devices", "threads", "seeds", "timing")
+
+
+def previous_run(output: str) -> Result | None:
+    """The saved (or partial) result at ``output``, or None when there is neither."""
+    if not (os.path.exists(output) or os.path.exists(partial_path(output))):
+        return None
+    return read_result(output)
+
+
+def check_same_plan(previous: Result, config: dict[str, Any], output: str) -> None:
+    for key in SAME_PLAN:
+        if previous.config.get(key) != config.get(key):
+            raise XfbenchError(f"cannot resume {output!r}: its {key} ({previous.config.get(key)!r}) differs from this "
+                               f"run's ({config.get(key)!r}); resume with the same settings, or write elsewhere")
+
+
+def plan_from_result(previous: Result, output: str, timeout: float | None = None) -> Plan:
+    """Rebuild the plan of a saved run of built-in tasks (``xfbench run --resume PATH``)."""
+    from xfbench.tasks import BUILTIN_TASKS, get_task
+
+    config = previous.config
+    try:
+        tasks = []
+        for name in config["tasks"]:
+            if name not in BUILTIN_TASKS:
+                raise XfbenchError(f"cannot resume {output!r} from the command line: task {name!r} is not built in; "
+                                   "resume from Python with xfbench.run(tasks=[...], output=PATH, resume=True)")
+            task = get_task(name).replace(epochs=config["epochs"][name])
+            if task.spec_hash != config["task_hashes"][name]:
+                raise XfbenchError(f"cannot resume {output!r} from the command line: task {name!r} was built with other "
+                                   "sizes; resume from Python with the same Task objects")
+            tasks.append(task)
+        timing = config.get("timing") or {}
+        known = TimingOptions.__dataclass_fields__
+        options = TimingOptions(**{key: value for key, value in timing.items() if key in known})
+        return make_plan(tasks, config["backends"], config["devices"], config["threads"],
+                         timeout=timeout or config["timeout_s"], seeds=config["seeds"], timing=options,
+                         malloc=(config.get("malloc") or {}).get("policy", "steady").replace("user", "steady"),
+                         relative_to=config.get("relative_to"), measure=bool(timing))
+    except KeyError as error:
+        raise XfbenchError(f"cannot resume {output!r}: its config lacks {error}") from None
+
+
+def execute(plan: Plan, progress: Progress | None = None, output: str | None = None, resume: bool = False,
+            config: dict[str, Any] | None = None, finish: Callable[[Result], None] | None = None) -> Result:
+    """Run ``plan`` and return its result (also written to ``output`` when given).
+
+    ``resume``: keep the cells already saved at ``output`` (or in its partial file) and run only the missing ones.
+    ``config``: what the result records of the request (default ``plan.describe()``). ``finish``: called on the
+    whole result before comparisons are computed and it is saved (parity compares backends there).
+    """
+    config = config or plan.describe()
+    result = Result(config=config)
+    previous = previous_run(output) if output and resume else None
+    if output and resume and previous is None:
+        raise XfbenchError(f"nothing to resume at {output!r} (no result and no {os.path.basename(partial_path(output))})")
+    kept = []
+    if previous is not None:
+        check_same_plan(previous, config, output)  # type: ignore[arg-type]
+        keys = set(plan.keys())
+        kept = [cell for cell in previous.cells if cell.key in keys]
+        result.created, result.machine = previous.created, previous.machine
+    journal = None
+    if output:
+        header = {key: value for key, value in result.to_dict().items() if key not in ("cells", "comparisons")}
+        journal = Journal(output, header, kept)
+    try:
+        cells = run_plan(plan, progress, on_cell=journal.append if journal else None,
+                         done=[cell.key for cell in kept])
+    finally:
+        if journal is not None:
+            journal.close()
+    result.cells = sorted(kept + cells, key=plan.order)
+    if finish is not None:
+        finish(result)
+    result.compare(plan.relative_to)
+    if journal is not None:
+        journal.finish(result)
+    return result
