@@ -164,10 +164,13 @@ class XfbenchSide:
         self.ask(None, "ready")
 
     def ask(self, message: dict[str, Any] | None, expect: str) -> dict[str, Any]:
-        if message is not None:
-            self.worker.send(message)
-        reply = self.worker.receive(time.monotonic() + 600)
-        if reply is None or reply.get("event") != expect or reply.get("status", "ok") != "ok":
+        from xfbench.compare.executor import WorkerError, request
+
+        try:
+            reply = request(self.worker, message, expect, 600, expect)
+        except WorkerError as error:
+            raise TurnError(f"xfbench worker: {error}") from None
+        if reply.get("event") != expect or reply.get("status", "ok") != "ok":
             raise TurnError(f"xfbench worker: expected {expect}, got {reply}")
         return reply
 

@@ -11,6 +11,7 @@ conversion, for the parity tests.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -91,8 +92,36 @@ class ReferenceBackend(Backend):
         return ReferenceTrainer(task, weights)
 
 
+def _in_timing_turn() -> bool:
+    """Whether the caller runs inside a timing turn (``StepTimer.turn``), i.e. in the scheduler's rounds."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "turn" and frame.f_code.co_filename.endswith(os.path.join("compare", "timing.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class TimingFaultTrainer(ReferenceTrainer):
+    """Trains normally, then misbehaves in its first timing turn: "crash-timing" dies (exit code 3), "hang-timing"
+    never returns, "raise-timing" raises."""
+
+    def train_step(self, batch: int) -> Any:
+        if _in_timing_turn():
+            if self.task.name == "crash-timing":
+                os._exit(CrashingBackend.EXIT_CODE)
+            if self.task.name == "hang-timing":
+                while True:
+                    time.sleep(60)
+            if self.task.name == "raise-timing":
+                raise RuntimeError("deliberate failure while timed")
+        return super().train_step(batch)
+
+
 class CrashingBackend(ReferenceBackend):
-    """Task "crash": the process dies (exit code 3); "hang": build never returns; "raise": build raises."""
+    """Task "crash": the process dies (exit code 3); "hang": build never returns; "raise": build raises; the task
+    named by ``XFBENCH_FAKE_HANG_TASK``: build never returns; "crash-timing", "hang-timing", "raise-timing": see
+    :class:`TimingFaultTrainer`."""
 
     name = "fake-crash"
     EXIT_CODE = 3
@@ -100,12 +129,12 @@ class CrashingBackend(ReferenceBackend):
     def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
         if task.name == "crash":
             os._exit(self.EXIT_CODE)
-        if task.name == "hang":
+        if task.name == "hang" or task.name == os.environ.get("XFBENCH_FAKE_HANG_TASK"):
             while True:
                 time.sleep(60)
         if task.name == "raise":
             raise RuntimeError("deliberate failure in build")
-        return super().build(task, device_kind, weights)
+        return TimingFaultTrainer(task, weights)
 
 
 class ScratchTrainer(ReferenceTrainer):

@@ -229,6 +229,9 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C interrupts even where the shell started us with SIGINT ignored (a background job), and SIGTERM and
+    # SIGHUP stop the run the same way: workers stopped, finished cells kept
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if signum is not None:
             signal.signal(signum, _stop)

@@ -145,6 +145,32 @@ class Executor(ABC):
         self.close()
 
 
+class WorkerError(Exception):
+    """A worker crashed, hung past its deadline or could not start; the message says which and why."""
+
+
+def request(worker: WorkerHandle, message: dict[str, Any] | None, expect: str, timeout: float, doing: str
+            ) -> dict[str, Any]:
+    """Send ``message`` (None: send nothing, e.g. to await ``ready``) and return the worker's answer ``expect`` (or its
+    ``error`` answer). A worker that does not answer within ``timeout`` seconds is killed; a worker that is gone is
+    described. Both raise :class:`WorkerError`, whose message names what it was ``doing``."""
+    deadline = time.monotonic() + timeout
+    try:
+        if message is not None:
+            worker.send(message)
+        while True:
+            reply = worker.receive(deadline)
+            if reply is None:
+                worker.kill()
+                raise WorkerError(f"timed out after {timeout:g} s ({doing})")
+            if reply.get("event") in (expect, "error"):
+                return reply
+    except ChannelClosedError:
+        reason = worker.failure()
+        worker.kill()
+        raise WorkerError(reason) from None
+
+
 def _log_tail(path: str, lines: int = 3) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

@@ -18,14 +18,20 @@ a framework that is not installed gives ``unsupported`` cells without starting a
 from __future__ import annotations
 
 import statistics
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench import backends
-from xfbench.compare.executor import ChannelClosedError, Executor, LocalExecutor, WorkerHandle, WorkerSpec
+from xfbench.compare.executor import (
+    Executor,
+    LocalExecutor,
+    WorkerError,
+    WorkerHandle,
+    WorkerSpec,
+    request,
+)
 from xfbench.compare.plan import Plan
 from xfbench.compare.result import Cell, Device, Memory, Parity, ProcessPhases, StepStats, Timing, Turn
 from xfbench.compare.schedule import TurnError, TurnRecord, run_rounds
@@ -34,10 +40,6 @@ from xfbench.tasks import Task
 
 Progress = Callable[[str], None]
 CellKey = tuple[str, str, str]
-
-
-class SlotError(Exception):
-    """A worker crashed, hung or could not start; the message says which and why."""
 
 
 @dataclass
@@ -100,52 +102,29 @@ class Runner:
         self.options = plan.timing
 
     # ------------------------------------------------------------------------------------------- workers
-    def _request(self, slot: Slot, message: dict[str, Any], expect: str, doing: str) -> dict[str, Any]:
-        """Send one command and wait for its answer (``expect``) within the plan's timeout."""
+    def _request(self, slot: Slot, message: dict[str, Any] | None, expect: str, doing: str) -> dict[str, Any]:
+        """One command to the slot's worker and its answer; a worker that fails is dropped (:class:`WorkerError`)."""
         assert slot.worker is not None
-        deadline = time.monotonic() + self.plan.timeout
         try:
-            slot.worker.send(message)
-            while True:
-                reply = slot.worker.receive(deadline)
-                if reply is None:
-                    slot.worker.kill()
-                    slot.worker = None
-                    raise SlotError(f"timed out after {self.plan.timeout:g} s ({doing})")
-                if reply.get("event") in (expect, "error"):
-                    return reply
-        except ChannelClosedError:
-            reason = slot.worker.failure()
-            slot.worker.kill()
+            return request(slot.worker, message, expect, self.plan.timeout, doing)
+        except WorkerError:
             slot.worker = None
-            raise SlotError(reason) from None
+            raise
 
     def _start(self, slot: Slot, tasks: list[Task]) -> None:
         if slot.worker is not None:
             return
-        spec = WorkerSpec(slot.backend, slot.device, self.plan.threads, tasks, self.plan.malloc)
-        slot.worker = self.executor.start(spec)
-        slot.ready = self._await_ready(slot)
+        slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, tasks,
+                                                     self.plan.malloc))
+        slot.ready = self._request(slot, None, "ready", "importing the framework")
 
-    def _await_ready(self, slot: Slot) -> dict[str, Any]:
-        assert slot.worker is not None
-        deadline = time.monotonic() + self.plan.timeout
-        try:
-            reply = slot.worker.receive(deadline)
-        except ChannelClosedError:
-            reason = slot.worker.failure()
-            slot.worker.kill()
-            slot.worker = None
-            raise SlotError(reason) from None
-        if reply is None:
-            slot.worker.kill()
-            slot.worker = None
-            raise SlotError(f"timed out after {self.plan.timeout:g} s (importing the framework)")
-        return reply
-
-    def _close(self, slot: Slot) -> None:
+    def _close(self, slot: Slot, graceful: bool = True) -> None:
+        """End the slot's worker: asked to exit (``graceful``), or killed at once (an interruption: it may be hung)."""
         if slot.worker is not None:
-            slot.worker.close()
+            if graceful:
+                slot.worker.close()
+            else:
+                slot.worker.kill()
             slot.worker = None
 
     # ------------------------------------------------------------------------------------------- phases
@@ -159,7 +138,7 @@ class Runner:
                 "op": "prepare", "task": task_index, "process": slot.process, "seeds": self.plan.seeds,
                 "measure": self.plan.measure, "parity": self.plan.parity, "warmup_s": self.options.warmup_s,
             }, "prepared", "running")
-        except SlotError as failure:
+        except WorkerError as failure:
             state.fail("error", str(failure))
             return
         state.ready[slot.process] = slot.ready
@@ -175,7 +154,7 @@ class Runner:
                 reply = self._request(slot, {"op": "turn", "block_steps": state.block_steps,
                                              "turn_s": self.options.turn_s, "min_blocks": self.options.min_blocks},
                                        "turn", "timing")
-            except SlotError as failure:
+            except WorkerError as failure:
                 state.fail("error", f"during timing: {failure}")
                 raise TurnError(str(failure)) from None
             if reply.get("event") == "error":
@@ -188,6 +167,8 @@ class Runner:
         """Timing rounds over every (slot, cell) whose cell is still ok."""
         live = [(slot, state) for slot, state in pairs if state.status == "ok" and slot.worker is not None]
         for state in {id(state): state for _, state in live}.values():
+            if state.block_steps is not None:  # fixed once per cell: the same for every process (sequential too)
+                continue
             estimates = [state.prepared[p]["seconds_per_step"] for p in state.prepared
                          if state.prepared[p].get("seconds_per_step")]
             state.block_steps = block_steps_for(statistics.median(estimates), self.options.min_block_s)
@@ -208,7 +189,7 @@ class Runner:
             return
         try:
             state.released[slot.process] = self._request(slot, {"op": "release"}, "released", "releasing the task")
-        except SlotError:
+        except WorkerError:
             pass  # the measurement is complete; the worker is replaced for the next task
 
     # -------------------------------------------------------------------------------------------- cells
@@ -263,9 +244,12 @@ class Runner:
                     self._release(slot, state)
                 for backend in todo:
                     self._finish(states[backend])
-        finally:
+        except BaseException:
             for slot in slots:
-                self._close(slot)
+                self._close(slot, graceful=False)
+            raise
+        for slot in slots:
+            self._close(slot)
 
     def _sequential(self, device: str, runnable: list[str]) -> None:
         for backend in runnable:
@@ -281,8 +265,10 @@ class Runner:
                         if self.plan.measure:
                             self._time([(slot, state)])
                         self._release(slot, state)
-                finally:
-                    self._close(slot)
+                except BaseException:
+                    self._close(slot, graceful=False)
+                    raise
+                self._close(slot)
             for state in states.values():
                 self._finish(state)
 
@@ -380,15 +366,10 @@ def probe_backends(timeout: float = 120.0) -> list[list[str]]:
             if backend.module not in seen:
                 worker = executor.start(WorkerSpec(name, "cpu", 1))
                 try:
-                    event = worker.receive(time.monotonic() + timeout)
-                except ChannelClosedError:
-                    event = None
-                if event is None:
-                    worker.kill()
-                    seen[backend.module] = worker.failure()
-                else:
+                    seen[backend.module] = request(worker, None, "ready", timeout, "importing the framework")
                     worker.close()
-                    seen[backend.module] = event
+                except WorkerError as error:
+                    seen[backend.module] = str(error)
             info = seen[backend.module]
             if isinstance(info, str):
                 rows.append([name, "broken", "-", info])

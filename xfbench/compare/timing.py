@@ -103,13 +103,15 @@ class StepTimer:
         self.run(block_steps)
         return (time.perf_counter() - start) * 1e3 / block_steps
 
-    def turn(self, block_steps: int, turn_s: float, min_blocks: int) -> dict[str, Any]:
+    def turn(self, block_steps: int, turn_s: float, min_blocks: int, untimed_blocks: int = 1) -> dict[str, Any]:
         """One turn: an untimed block, then timed blocks until ``turn_s`` seconds and ``min_blocks`` blocks.
+        (``untimed_blocks=0`` drops the untimed block: benchmarks/idle_workers.py measures what it buys.)
 
         Returns ``block_ms`` (ms per step of each timed block), ``steps`` (timed steps), ``page_faults`` during the
         timed blocks (None where not counted) and ``compiles`` (the trainer's compile counter after the turn).
         """
-        self.run(block_steps)
+        for _ in range(untimed_blocks):
+            self.run(block_steps)
         faults_before = minor_page_faults()
         block_ms: list[float] = []
         start = time.perf_counter()

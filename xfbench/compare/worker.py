@@ -13,7 +13,7 @@ scheduler -> worker                                         worker -> scheduler
 ``prepare``: task (index), process, seeds, measure,         ``prepared``: status, error, device_name,
 parity, warmup_s                                            fingerprint, metrics, seed_metrics, phases,
                                                             parity, seconds_per_step, compiles
-``turn``: block_steps, turn_s, min_blocks                   ``turn``: block_ms, steps, page_faults, compiles
+``turn``: block_steps, turn_s, min_blocks, untimed_blocks    ``turn``: block_ms, steps, page_faults, compiles
 ``release``                                                 ``released``: peak_rss_mb, device_peak_mb,
                                                             compiles
 ``exit`` (or end of file)                                   (exits)
@@ -145,7 +145,7 @@ class Server:
             return {"event": "error", "error": "no prepared task to time"}
         try:
             return {"event": "turn", **self.timer.turn(message["block_steps"], message["turn_s"],
-                                                        message.get("min_blocks", 2))}
+                                                        message.get("min_blocks", 2), message.get("untimed_blocks", 1))}
         except Exception as error:
             traceback.print_exc()
             return {"event": "error", "error": _error(error)}
