@@ -35,6 +35,7 @@ def parse_args() -> argparse.Namespace:
                         help="xfbench run --backends (default: %(default)s)")
     parser.add_argument("--modes", default=",".join(MODES), help="interleaved, sequential or both (default: both)")
     parser.add_argument("--json", metavar="PATH", help="also write every run's ratios as JSON")
+    parser.add_argument("--keep", metavar="DIR", help="keep every run's result file in DIR")
     parser.add_argument("extra", nargs="*", help="more flags for xfbench run (after --)")
     args = parser.parse_args()
     if args.runs < 2:
@@ -81,7 +82,9 @@ def main() -> int:
 
     runs: dict[str, list[dict[tuple[str, str, str], float]]] = {mode: [] for mode in args.modes}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xfbench-repro-") as folder:
+    with tempfile.TemporaryDirectory(prefix="xfbench-repro-") as scratch:
+        folder = args.keep or scratch
+        os.makedirs(folder, exist_ok=True)
         for index in range(args.runs):
             order = args.modes if index % 2 == 0 else args.modes[::-1]
             for mode in order:

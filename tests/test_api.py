@@ -13,6 +13,7 @@ import pytest
 import xfbench
 from xfbench.compare.plan import make_plan
 from xfbench.compare.result import SCHEMA_VERSION, Cell, Memory, Result, StepStats, Timing
+from xfbench.compare.timing import TimingOptions
 from xfbench.errors import XfbenchError
 from xfbench.tasks import SGD, Activation, Adam, AvgPool2D, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task, get_task
 
@@ -309,3 +310,18 @@ def test_binary_targets_must_be_probabilities():
     y = np.full((8, 1), 2.0, np.float32)
     with pytest.raises(XfbenchError, match=r"targets in \[0, 1\]"):
         Task("t", Dataset(x, y, x, y), (Dense(1),), "sigmoid_binary_cross_entropy", Adam(), batch_size=4, epochs=1)
+
+
+@pytest.mark.parametrize(("timing", "message"), [
+    (TimingOptions(min_blocks=0), "TimingOptions.min_blocks must be a positive integer, got 0"),
+    (TimingOptions(min_block_s=-1.0), "TimingOptions.min_block_s must be a positive number, got -1.0"),
+    (TimingOptions(warmup_rounds=-1), "TimingOptions.warmup_rounds must be an integer >= 0, got -1"),
+    (TimingOptions(warmup_s=math.inf), "TimingOptions.warmup_s must be a number >= 0, got inf"),
+    (TimingOptions(rounds=2.5), "--rounds must be a positive integer, got 2.5"),  # type: ignore[arg-type]
+    (TimingOptions(schedule="parallel"), "unknown schedule 'parallel'; choose one of: interleaved, sequential"),
+    ("fast", "timing must be an xfbench.compare.timing.TimingOptions, got str"),
+])
+def test_timing_options_are_checked_before_any_work(timing, message: str):
+    with pytest.raises(XfbenchError) as caught:
+        make_plan("regression", "torch", timing=timing)
+    assert str(caught.value) == message

@@ -83,11 +83,13 @@ def _names(what: str, value: str | Sequence[Any] | None, default: Sequence[Any])
     return names
 
 
-def _positive(name: str, value: Any, kind: type = int) -> Any:
+def _positive(name: str, value: Any, kind: type = int, label: str | None = None) -> Any:
+    """``value`` as ``kind`` if it is a finite number > 0 (an integer for ``int``), else the error naming
+    ``label`` (default: the flag ``--name``)."""
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0
             or (kind is int and value != int(value))):
         what = "a positive integer" if kind is int else "a positive number"
-        raise XfbenchError(f"--{name} must be {what}, got {value!r}")
+        raise XfbenchError(f"{label or '--' + name} must be {what}, got {value!r}")
     return kind(value)
 
 
@@ -141,13 +143,16 @@ def check_timing(options: TimingOptions) -> TimingOptions:
     """The timing options, or the one-line error for the first bad value."""
     if not isinstance(options, TimingOptions):
         raise XfbenchError(f"timing must be an xfbench.compare.timing.TimingOptions, got {type(options).__name__}")
-    for name in ("rounds", "processes", "min_blocks"):
-        _positive(name.replace("_", "-"), getattr(options, name))
+    _positive("rounds", options.rounds)
+    _positive("processes", options.processes)
     _positive("turn-seconds", options.turn_s, float)
-    _positive("min-block-s", options.min_block_s, float)
+    _positive("", options.min_blocks, label="TimingOptions.min_blocks")
+    _positive("", options.min_block_s, float, label="TimingOptions.min_block_s")
+    if isinstance(options.warmup_rounds, bool) or not isinstance(options.warmup_rounds, int) or options.warmup_rounds < 0:
+        raise XfbenchError(f"TimingOptions.warmup_rounds must be an integer >= 0, got {options.warmup_rounds!r}")
     warmup = options.warmup_s
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not math.isfinite(warmup) or warmup < 0:
-        raise XfbenchError(f"--warmup-s must be a number >= 0, got {warmup!r}")
+        raise XfbenchError(f"TimingOptions.warmup_s must be a number >= 0, got {warmup!r}")
     if options.schedule not in SCHEDULES:
         raise unknown_name("schedule", options.schedule, SCHEDULES)
     if options.order not in ORDERS:

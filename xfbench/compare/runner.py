@@ -182,7 +182,8 @@ class Runner:
                                     turn.value["block_ms"]))
             state.turn_replies.append(turn.value)
 
-        run_rounds(participants, self.options.rounds, self.options.order, on_turn=record)
+        run_rounds(participants, self.options.rounds, self.options.order, on_turn=record,
+                   warmup_rounds=self.options.warmup_rounds)
 
     def _release(self, slot: Slot, state: CellState) -> None:
         if slot.worker is None:

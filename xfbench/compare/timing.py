@@ -9,9 +9,10 @@ Protocol (recorded in every result cell under ``timing.protocol``):
   process), then synced blocks of ``block_steps`` steps, one device sync at the end of each block and no host
   copies inside it, until ``turn_s`` seconds and ``min_blocks`` blocks; the per-step time of a block is its time /
   ``block_steps``;
-- the scheduler (``compare.schedule``) gives every live worker of a task one turn per round, for ``rounds`` rounds,
-  in an order that rotates (or is shuffled) from round to round, with ``processes`` fresh worker processes per
-  backend; ``schedule="sequential"`` instead times each backend's turns back to back, one backend after another;
+- the scheduler (``compare.schedule``) gives every live worker of a task one turn per round, for ``warmup_rounds``
+  unrecorded rounds and then ``rounds`` rounds, in an order that rotates (or is shuffled) from round to round, with
+  ``processes`` fresh worker processes per backend; ``schedule="sequential"`` instead times each backend's turns
+  back to back, one backend after another;
 - a trace/compile during timed blocks (the backend's compile counter moved) is reported as ``recompiles``;
 - the process's minor page faults during timed blocks, per step, as ``page_faults_per_step``.
 """
@@ -38,6 +39,7 @@ class TimingOptions:
     turn_s: float = 0.1
     min_blocks: int = 2
     rounds: int = 10
+    warmup_rounds: int = 1
     processes: int = 2
     order: str = "rotate"
     schedule: str = "interleaved"
@@ -46,7 +48,7 @@ class TimingOptions:
     def quick(cls, **changes: Any) -> TimingOptions:
         """Short turns and few rounds, for tests: numbers, not good measurements."""
         values = {"warmup_s": 0.02, "min_block_s": 0.005, "turn_s": 0.01, "min_blocks": 2, "rounds": 3,
-                  "processes": 1, **changes}
+                  "warmup_rounds": 0, "processes": 1, **changes}
         return cls(**values)
 
     def describe(self) -> dict[str, Any]:
