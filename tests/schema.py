@@ -1,4 +1,4 @@
-"""The result schema of docs/schema.md (``schema_version`` 2) as a checker other tests reuse.
+"""The result schema of docs/schema.md (``schema_version`` 3) as a checker other tests reuse.
 
 ``check_result_schema(document)`` asserts that a result document (the parsed JSON) has every documented field with
 the documented type and range, and nothing undocumented. Cells that are not ``ok`` need only the identity fields and
@@ -22,9 +22,10 @@ TOP_LEVEL = ["schema_version", "created", "complete", "versions", "machine", "co
 MACHINE = {"cpu": str, "cores": int, "os": str, "python": str}
 VERSIONS = {"xfbench", "numpy", "scipy", "python"}
 CONFIG = {"tasks": list, "task_descriptions": dict, "task_hashes": dict, "backends": list, "devices": list,
-          "threads": int, "timeout_s": float, "seeds": int, "epochs": dict, "malloc": dict}
+          "threads": int, "timeout_s": float, "seeds": int, "epochs": dict, "targets": dict, "malloc": dict}
 CELL = {"task", "backend", "device", "status", "error", "task_hash", "versions", "threads", "fingerprint", "metrics",
-        "seed_metrics", "timing", "memory", "parity"}
+        "seed_metrics", "curve", "timing", "memory", "parity"}
+EPOCH_POINT = {"epoch", "train_s", "train_loss", "test"}
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
 STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step")
@@ -85,6 +86,21 @@ def check_turns(timing: dict[str, Any], where: str) -> None:
     assert timing["step_ms"]["n"] == len(blocks), f"{where}: step_ms.n {timing['step_ms']['n']} != {len(blocks)} blocks"
     assert timing["step_ms"]["min"] == min(blocks)
     assert timing["step_ms"]["median"] == pytest.approx(statistics.median(blocks))
+
+
+def check_curve(cell: dict[str, Any], where: str) -> None:
+    """The training curve: one point per trained epoch, numbered from 1, cumulative training time rising to the
+    cell's ``train_s``, the test metrics of the cell's metric names; the last point's are the cell's."""
+    curve = cell["curve"]
+    epochs = cell["timing"]["processes"][0]["trained_epochs"]
+    assert [point["epoch"] for point in curve] == list(range(1, epochs + 1)), f"{where}.curve epochs"
+    times = [point["train_s"] for point in curve]
+    assert all(set(point) == EPOCH_POINT for point in curve), f"{where}.curve: {curve[:1]}"
+    assert times == sorted(times) and times[0] > 0, f"{where}.curve train_s {times}"
+    assert times[-1] == pytest.approx(cell["timing"]["train_s"]), f"{where}: curve ends at {times[-1]}"
+    last = curve[-1]["test"]
+    for name, value in last.items():
+        assert cell["metrics"][name] == pytest.approx(value, abs=1e-12), f"{where}: last epoch's {name}"
 
 
 def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
@@ -163,6 +179,8 @@ def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, s
     assert fingerprint.get("layout") in ("NHWC", "NCHW"), f"{where}.fingerprint: {fingerprint}"
     check_metrics(cell, where)
     check_timing(cell["timing"], where, steady)
+    if steady:
+        check_curve(cell, where)
     assert set(cell["memory"]) == {"peak_rss_mb", "device_peak_mb"}, f"{where}.memory: {cell['memory']}"
     _number(cell["memory"]["peak_rss_mb"], f"{where}.memory.peak_rss_mb", low=1)
     if device["kind"] == "cpu":
@@ -176,7 +194,7 @@ def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, s
 def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     """A whole result document: top level, machine, config, and one cell per task x backend x device."""
     assert list(document) == TOP_LEVEL, f"top-level keys {list(document)}; documented {TOP_LEVEL}"
-    assert document["schema_version"] == 2 and document["complete"] is True
+    assert document["schema_version"] == 3 and document["complete"] is True
     assert set(document["versions"]) == VERSIONS, document["versions"]
     created = datetime.datetime.fromisoformat(document["created"])
     assert created.utcoffset() == datetime.timedelta(0), f"created is not UTC: {document['created']}"

@@ -220,7 +220,7 @@ def test_result_json_round_trip(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text  # standard JSON
     document = json.loads(text)
-    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 2
+    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 3
     assert document["cells"][1]["metrics"] == {"accuracy": 0.1, "loss": None, "train_loss": None}
     loaded = xfbench.load(str(path))
     assert loaded.to_dict() == document
@@ -285,7 +285,7 @@ def test_table_shows_every_status():
     lines = text.splitlines()
     assert lines[0] == "mlp on cpu (Some CPU)"
     torch_row = next(line for line in lines if line.startswith("torch"))
-    assert "0.970 ± 0.014" in torch_row and "1.5 ± 0.1" in torch_row and torch_row.rstrip().endswith("ok")
+    assert "0.970 ± 0.014" in torch_row and "1.50 ms ± 100 µs" in torch_row and torch_row.rstrip().endswith("ok")
     assert "unsupported: tensorflow is not installed" in text
     assert "MORE than" not in text  # one backend with seeds: no spread note
 

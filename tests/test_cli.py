@@ -100,7 +100,7 @@ def test_run_end_to_end(regression_run: CliRun):
     assert done.returncode == 0, done.stderr
     table = done.stdout.splitlines()
     assert table[0].startswith("regression on cpu (") and "linear regression" in table[0]
-    assert table[1].split()[:2] == ["backend", "accuracy"]
+    assert table[1].split()[:2] == ["backend", "R²"]
     rows = {line.split()[0]: line for line in table[3:3 + len(ALL_BACKENDS)]}
     assert sorted(rows) == sorted(ALL_BACKENDS)
     for row in rows.values():
@@ -109,7 +109,7 @@ def test_run_end_to_end(regression_run: CliRun):
             assert 0.3 < float(row.split()[1]) < 0.999, row
         else:
             assert "unsupported" in row and "pip install" in row, row  # only a missing framework may skip it
-    assert f"result written to {done.json_path}" in done.stdout
+    assert f"xfbench: result written to {done.json_path}" in done.stderr.splitlines()
     assert done.json_path.is_file()
     # progress goes to stderr, one "xfbench: " line each; frameworks' logs go nowhere
     assert done.stderr and all(line.startswith("xfbench: ") for line in done.stderr.splitlines())
@@ -133,13 +133,14 @@ def test_table_shows_ratios_with_intervals(regression_run: CliRun):
     document = regression_run.document()
     (comparison,) = document["comparisons"]
     lines = regression_run.stdout.splitlines()
-    assert f"step time vs {comparison['reference']} [95% CI]" in lines[1]
+    assert f"vs {comparison['reference']} [95% CI]" in lines[1]
     for ratio in comparison["ratios"]:
         row = next(line for line in lines if line.split()[:1] == [ratio["backend"]])
         assert ratio_text(Ratio(**ratio)) in row, (row, ratio)
-    answer = next(line for line in lines if line.startswith("fastest: "))
-    assert answer.startswith(f"fastest: {comparison['fastest']}; next: {comparison['runner_up']} at ")
-    assert ("(resolved:" in answer) == bool(comparison["resolved"])
+    answer = next(line for line in lines if " is fastest" in line)
+    assert answer.startswith(f"{comparison['fastest']} is fastest: ")
+    assert f" faster than {comparison['runner_up']} [" in answer and ", the next fastest (" in answer
+    assert ("(resolved at 95%)" in answer) == bool(comparison["resolved"])
 
 
 def test_list():

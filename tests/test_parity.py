@@ -33,7 +33,7 @@ from xfbench.backends.base import Backend
 from xfbench.compare.parity import ParityOptions, cell_parity, failures, finish, summary
 from xfbench.compare.result import Cell, Parity, Result
 from xfbench.compare.timing import TimingOptions
-from xfbench.reports.table import spread_note
+from xfbench.reports.model import spread_note
 from xfbench.tasks import SGD, Adam, Conv2D, Dataset, Dense, Flatten, Task, get_task, initial_weights, reference, task_names
 
 OPTIONS = ParityOptions()

@@ -1,4 +1,4 @@
-"""The ``xfbench`` command line: ``run``, ``parity`` and ``list``.
+"""The ``xfbench`` command line: ``run``, ``report``, ``sweep``, ``parity`` and ``list``.
 
 Rules: bad input is one line on stderr naming the valid choices, exit code 2; tables go to stdout, progress to
 stderr; frameworks' log output never reaches the terminal (it stays in the worker logs).
@@ -7,6 +7,7 @@ stderr; frameworks' log output never reaches the terminal (it stays in the worke
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ EPILOG_RUN = """examples:
   xfbench run --tasks mlp,cnn28 --rounds 30 --processes 3 --json results/speed.json
   xfbench run --seeds 5 --json results/seeds.json
   xfbench run --resume results/speed.json      # after a crash or Ctrl-C: run only the missing cells
+  xfbench run --html report.html --md summary.md --csv cells.csv
 
 how it times: after training, the workers of a task stay alive and take timing turns in rounds, one worker at a
 time in a rotating order, so the machine's drift hits every backend alike; each backend's step time is then given
@@ -37,6 +39,32 @@ def _add_matrix_arguments(parser: argparse.ArgumentParser, all_tasks: bool = Fal
     parser.add_argument("--backends", help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, "
                                            f"jax (jit) (default: {','.join(DEFAULT_BACKENDS)})")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser, target: bool = True) -> None:
+    group = parser.add_argument_group("reports (every path is checked before any work starts)")
+    group.add_argument("--html", metavar="PATH", help="write a self-contained HTML report with charts")
+    group.add_argument("--md", metavar="PATH", help="write a Markdown summary (for a pull request or "
+                                                    "$GITHUB_STEP_SUMMARY)")
+    group.add_argument("--csv", metavar="PATH", help="write one CSV row per cell")
+    if target:
+        group.add_argument("--target", type=float, help="time-to-accuracy target for every task, e.g. 0.95 "
+                                                        "(default: each built-in task's own)")
+
+
+def _report_paths(args: argparse.Namespace) -> dict[str, str]:
+    """The report files asked for, format -> path, each checked before any work starts."""
+    from xfbench.compare.journal import check_output
+
+    return {fmt: check_output(getattr(args, fmt)) for fmt in ("html", "md", "csv") if getattr(args, fmt, None) is not None}
+
+
+def _write_reports(result: Any, paths: dict[str, str], target: float | None = None) -> None:
+    from xfbench import reports
+
+    for fmt, path in paths.items():
+        reports.write(result, path, fmt, target)
+        print(f"xfbench: {fmt} report written to {path}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +129,46 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the saved settings")
     run.add_argument("--format", default="simple", help="table format for tabulate, e.g. github (default: "
                                                         "%(default)s)")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _add_report_arguments(run)
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    report = commands.add_parser(
+        "report", help="turn a saved result into a table, Markdown, HTML with charts, or CSV",
+        description="Read a result (xfbench run --json PATH, or its .partial file) and render it. The format "
+                    "comes from --format, else from the -o file name (.html, .md, .csv, .txt), else text.",
+        epilog="examples:\n  xfbench report results/latest.json\n  xfbench report results/latest.json -o report.html\n"
+               "  xfbench report results/latest.json --format md >> $GITHUB_STEP_SUMMARY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("result", help="a result JSON file")
+    report.add_argument("--format", help="text, md, html or csv (default: from -o's name, else text)")
+    report.add_argument("-o", "--output", metavar="PATH", help="write here (atomically) instead of to stdout")
+    report.add_argument("--target", type=float, help="time-to-accuracy target for every task (default: each "
+                                                     "task's own, as recorded)")
+
+    sweep = commands.add_parser(
+        "sweep", help="run a task at several sizes and show how each backend's step time scales",
+        description="Run one built-in task with one size parameter at several values (each value a task of its "
+                    "own, timed in interleaved rounds like xfbench run) and show, per backend, step time and "
+                    "throughput against the parameter: a table and a log-log chart.",
+        epilog="examples:\n  xfbench sweep --task mlp --param batch_size=32,64,128,256\n"
+               "  xfbench sweep --task cnn28 --param num_samples=1000,2000 --backends torch,jax --plot sweep.svg",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("--task", required=True, help="a built-in task")
+    sweep.add_argument("--param", required=True, metavar="NAME=V1,V2,...",
+                       help="one size parameter of the task and its values, e.g. batch_size=32,64,128")
+    sweep.add_argument("--backends", help="comma-separated backends (default: tf-graph,tf-eager,torch,jax)")
+    sweep.add_argument("--threads", type=int, help="threads per framework (default: all usable cores)")
+    sweep.add_argument("--epochs", type=int, help="override the task's number of epochs")
+    sweep.add_argument("--rounds", type=int, help=f"timing rounds per value (default: {TimingOptions.rounds})")
+    sweep.add_argument("--processes", type=int, help=f"worker processes per backend (default: "
+                                                      f"{TimingOptions.processes})")
+    sweep.add_argument("--timeout", type=float, default=600.0, help="seconds per worker command (default: 600)")
+    sweep.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
+    sweep.add_argument("--plot", metavar="PATH", help="write the log-log chart (.svg or .png)")
+    _add_report_arguments(sweep, target=False)
+    sweep.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     parity = commands.add_parser(
         "parity", help="check that every backend computes the same function as the float64 reference",
@@ -118,14 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(quiet: bool):
+def _progress(quiet: bool, total: int = 0):
+    """Progress on stderr: a live bar on a terminal, plain lines otherwise, nothing with ``--quiet``."""
     if quiet:
         return None
+    if total and sys.stderr.isatty():
+        from xfbench.progress import LiveProgress
+
+        return LiveProgress(total)
     return lambda message: print(f"xfbench: {message}", file=sys.stderr, flush=True)
 
 
+def _print(text: str) -> None:
+    """Print to stdout; a closed stdout (``xfbench run | head -1``) is not an error: every file is written."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 RESUME_CONFLICTS = ("tasks", "backends", "devices", "threads", "epochs", "seeds", "rounds", "processes",
-                    "turn_seconds", "order", "sequential", "relative_to", "parity", "malloc")
+                    "turn_seconds", "order", "sequential", "relative_to", "parity", "malloc", "target")
 
 
 def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
@@ -155,7 +236,7 @@ def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
         options = replace(options, schedule="sequential")
     plan = make_plan(args.tasks, args.backends, args.devices, args.threads, args.epochs,
                      600.0 if args.timeout is None else args.timeout, 1 if args.seeds is None else args.seeds,
-                     timing=options, malloc=args.malloc or "steady", relative_to=args.relative_to)
+                     timing=options, malloc=args.malloc or "steady", relative_to=args.relative_to, target=args.target)
     output = check_output(args.json) if args.json is not None else None
     return plan, output, False
 
@@ -163,9 +244,12 @@ def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
 def command_run(args: argparse.Namespace) -> int:
     import xfbench
     from xfbench.compare.session import execute
+    from xfbench.reports.table import check_format
 
+    check_format(args.format)
     plan, output, resume = _run_request(args)
-    progress = _progress(args.quiet)
+    paths = _report_paths(args)
+    progress = _progress(args.quiet, plan.num_cells)
     try:
         if args.parity:
             from xfbench.compare.parity import ParityOptions, run_with_parity
@@ -178,11 +262,74 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"xfbench: the cells finished so far are in {output}.partial; "
                   f"finish the run with: xfbench run --resume {output}", file=sys.stderr)
         raise
-    print(xfbench.table(result, args.format))
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()  # type: ignore[union-attr]
+    _write_reports(result, paths)
     if output:
-        print(f"\nresult written to {output}")
+        print(f"xfbench: result written to {output}", file=sys.stderr)
+    _print(xfbench.table(result, args.format))
     failed = [cell for cell in result.cells if cell.status == "error"]
     return 1 if failed else 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import xfbench
+    from xfbench import reports
+    from xfbench.compare.journal import check_output
+
+    fmt = args.format or (reports.format_of(args.output) if args.output else None) or "text"
+    reports.check_format(fmt)
+    output = check_output(args.output) if args.output is not None else None
+    if args.target is not None:
+        from xfbench.compare.plan import check_target
+
+        check_target(args.target)
+    result = xfbench.load(args.result)
+    if output:
+        reports.write(result, output, fmt, args.target)
+        print(f"xfbench: {fmt} report written to {output}", file=sys.stderr)
+    else:
+        _print(reports.render(result, fmt, args.target).rstrip("\n"))
+    return 0
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from xfbench.compare.journal import check_output
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.session import execute
+    from xfbench.compare.sweep import parse_param, sweep_tasks
+    from xfbench.compare.timing import TimingOptions
+    from xfbench.reports.sweep import render_text, write_plot
+
+    name, values = parse_param(args.param)
+    tasks, config = sweep_tasks(args.task, name, values)
+    options = TimingOptions()
+    changes = {key: value for key, value in (("rounds", args.rounds), ("processes", args.processes))
+               if value is not None}
+    plan = make_plan(tasks, args.backends, "cpu", args.threads, args.epochs, args.timeout,
+                     timing=replace(options, **changes))
+    output = check_output(args.json) if args.json is not None else None
+    paths = _report_paths(args)
+    plot = check_output(args.plot) if args.plot is not None else None
+    if plot is not None and not plot.lower().endswith((".svg", ".png")):
+        raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
+    progress = _progress(args.quiet, plan.num_cells)
+    try:
+        result = execute(plan, progress, output=output, config={**plan.describe(), "sweep": config})
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()  # type: ignore[union-attr]
+    _write_reports(result, paths)
+    if plot is not None:
+        write_plot(result, plot)
+        print(f"xfbench: plot written to {plot}", file=sys.stderr)
+    if output:
+        print(f"xfbench: result written to {output}", file=sys.stderr)
+    _print(render_text(result))
+    return 1 if any(cell.status == "error" for cell in result.cells) else 0
 
 
 def command_parity(args: argparse.Namespace) -> int:
@@ -245,7 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"run": command_run, "parity": command_parity, "list": command_list}[args.command](args)
+        commands = {"run": command_run, "report": command_report, "sweep": command_sweep, "parity": command_parity,
+                    "list": command_list}
+        return commands[args.command](args)
     except XfbenchError as error:
         print(f"xfbench: error: {error}", file=sys.stderr)
         return 2

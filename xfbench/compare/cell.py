@@ -23,21 +23,43 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(trainer: Trainer, task: Task, epochs: int | None = None) -> dict[str, float]:
+def train(trainer: Trainer, task: Task, epochs: int | None = None, curve: list[dict[str, Any]] | None = None
+          ) -> dict[str, float]:
     """Train for ``epochs`` (default: the task's); returns ``train_s`` (whole training, first step included) and
-    ``first_step_s`` (the first step alone, synced: trace/compile time shows here)."""
-    start = time.perf_counter()
+    ``first_step_s`` (the first step alone, synced: trace/compile time shows here).
+
+    With ``curve`` (a list), each epoch ends with a device sync, the clock stops, and one point is appended: the
+    epoch, the cumulative training time, the mean training loss of the epoch's steps and the test-split metrics.
+    Evaluating is kept off the clock, so ``train_s`` stays the training time alone.
+    """
+    train_s = 0.0
     first_step_s = None
     loss = None
     for epoch in range(task.epochs if epochs is None else epochs):
+        start = time.perf_counter()
         trainer.set_epoch(task.epoch_order(epoch))
+        losses = []
         for batch in range(task.steps_per_epoch):
             if first_step_s is None:
                 first_step_s = time_first_step(trainer)
                 continue
             loss = trainer.train_step(batch)
-    trainer.sync(loss)
-    return {"train_s": time.perf_counter() - start, "first_step_s": float(first_step_s or 0.0)}
+            if curve is not None:
+                losses.append(loss)  # lazy: read after the epoch's sync, off the clock
+        trainer.sync(loss)
+        train_s += time.perf_counter() - start
+        if curve is not None:
+            curve.append(epoch_point(trainer, task, epoch, train_s, losses))
+    return {"train_s": train_s, "first_step_s": float(first_step_s or 0.0)}
+
+
+def epoch_point(trainer: Trainer, task: Task, epoch: int, train_s: float, losses: list[Any]) -> dict[str, Any]:
+    """One point of a training curve (see :func:`train`); NaN and infinity are kept as such here."""
+    values = [float(value) for value in losses]
+    data = task.data
+    test = compute_metrics(task.loss, task.metrics, trainer.predict(data.x_test), data.y_test)
+    return {"epoch": epoch + 1, "train_s": train_s, "train_loss": sum(values) / len(values) if values else None,
+            "test": test}
 
 
 def evaluate(trainer: Trainer, task: Task) -> dict[str, float]:
@@ -60,13 +82,16 @@ def build_train_evaluate(backend: Backend, task: Task, device_kind: str) -> tupl
                                                                                  dict[str, float]]:
     """Build the trainer from the task's initial weights, train it for the task's epochs and evaluate it.
 
-    Returns the trainer, its metrics and the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``).
+    Returns the trainer, its metrics and the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``), with
+    the training curve (one point per epoch) under ``curve``.
     """
     trainer, build_s = build(backend, task, device_kind)
-    phases = train(trainer, task)
+    curve: list[dict[str, Any]] = []
+    phases = train(trainer, task, curve=curve)
     eval_start = time.perf_counter()
     metrics = evaluate(trainer, task)
-    return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start}
+    return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start,
+                              "curve": curve}
 
 
 def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
@@ -79,7 +104,8 @@ def train_cell(backend: Backend, task: Task, device_kind: str, seeds: int = 1) -
     """Process 0 of a cell: train and evaluate ``task`` ``seeds`` times (the first seed's trainer is kept for
     timing). Returns the trainer and ``metrics``, ``seed_metrics`` (with seeds > 1) and ``phases``."""
     trainer, metrics, phases = build_train_evaluate(backend, task, device_kind)
-    out: dict[str, Any] = {"metrics": metrics, "seed_metrics": [],
+    curve = phases.pop("curve")
+    out: dict[str, Any] = {"metrics": metrics, "seed_metrics": [], "curve": curve,
                            "phases": {**phases, "trained_epochs": task.epochs}}
     if seeds > 1:
         out["seed_metrics"] = [metrics] + [build_train_evaluate(backend, task.replace(seed=task.seed + offset),

@@ -59,6 +59,7 @@ class Plan:
             "backends": self.backends, "devices": self.devices, "threads": self.threads, "timeout_s": self.timeout,
             "seeds": self.seeds, "epochs": {task.name: task.epochs for task in self.tasks},
             "task_hashes": {task.name: task.spec_hash for task in self.tasks},
+            "targets": {task.name: {"metric": task.metrics[0], "value": task.target} for task in self.tasks},
             "malloc": describe_malloc(self.malloc), "timing": self.timing.describe() if self.measure else None,
             "relative_to": self.relative_to,
         }
@@ -97,10 +98,11 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
               devices: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
               timeout: float = 600.0, seeds: int = 1, measure: bool = True,
               timing: TimingOptions | None = None, malloc: str = DEFAULT_POLICY,
-              relative_to: str | None = None) -> Plan:
+              relative_to: str | None = None, target: float | None = None) -> Plan:
     """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks).
 
-    Cheap checks come first, so a typo is reported before any data is loaded.
+    Cheap checks come first, so a typo is reported before any data is loaded. ``target`` replaces every task's
+    time-to-accuracy target.
     """
     chosen_backends = [backends.check_name(name) for name in _names("backends", backends_, backends.DEFAULT_BACKENDS)]
     chosen_devices = _names("devices", devices, ("cpu",))
@@ -121,6 +123,8 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     seeds = _positive("seeds", seeds)
     if epochs is not None:
         epochs = _positive("epochs", epochs)
+    if target is not None:
+        check_target(target)
     entries = _names("tasks", tasks, DEFAULT_TASKS)
     for entry in entries:  # every name checked before any task loads its data
         if not isinstance(entry, Task):
@@ -128,7 +132,8 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     chosen_tasks: list[Task] = []
     for entry in entries:
         task = entry if isinstance(entry, Task) else get_task(entry)
-        chosen_tasks.append(task if epochs is None else task.replace(epochs=epochs))
+        changes = {name: value for name, value in (("epochs", epochs), ("target", target)) if value is not None}
+        chosen_tasks.append(task.replace(**changes) if changes else task)
     names = [task.name for task in chosen_tasks]
     if len(set(names)) != len(names):
         raise XfbenchError(f"task names must be unique within a run, got {names}")
@@ -137,6 +142,13 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
         threads=threads, timeout=timeout, seeds=seeds,
         measure=measure, timing=timing, malloc=malloc, relative_to=relative_to,
     )
+
+
+def check_target(target: Any) -> float:
+    """A time-to-accuracy target: a finite number."""
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
+        raise XfbenchError(f"--target must be a finite number (e.g. 0.95 accuracy), got {target!r}")
+    return float(target)
 
 
 def check_timing(options: TimingOptions) -> TimingOptions:

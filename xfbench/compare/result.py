@@ -1,6 +1,6 @@
 """The result of a comparison: one versioned JSON document. Reports and CI gates read only this.
 
-Schema (``schema_version`` 2; documented in docs/schema.md and checked by tests/schema.py):
+Schema (``schema_version`` 3; documented in docs/schema.md and checked by tests/schema.py):
 ``{"schema_version", "created", "complete", "versions", "machine", "config", "cells": [Cell...],
 "comparisons": [Comparison...]}``.
 A cell always has ``task``, ``backend``, ``device`` (``kind``, ``name``), ``status`` (ok / unsupported / error)
@@ -8,8 +8,8 @@ and ``error`` (None when ok); measurements are None when they were not taken, ne
 (:class:`Timing`, :class:`Memory`, :class:`Parity`), each with ``to_dict`` / ``from_dict``; the timing keeps every
 raw timed block (:class:`Turn`), so intervals, paired tests and plots can be recomputed from the file.
 
-Older documents are migrated on load (:func:`migrate`), never refused: a schema 1 file reads as schema 2 with no
-raw samples and no comparisons.
+Older documents are migrated on load (:func:`migrate`), never refused: a schema 1 file reads with no raw samples
+and no comparisons, a schema 2 file with no training curves.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")
 
@@ -207,6 +207,19 @@ class Parity:
         return cls(**values)
 
 
+# -------------------------------------------------------------------------------------------------- curve
+@dataclass
+class EpochPoint:
+    """One epoch of a cell's training curve: ``train_s`` is the cumulative training time at the end of the epoch
+    (evaluation off the clock), ``train_loss`` the mean loss of the epoch's steps, ``test`` the test-split metrics
+    (and loss) after the epoch."""
+
+    epoch: int
+    train_s: float
+    train_loss: float | None
+    test: dict[str, float | None] = field(default_factory=dict)
+
+
 # -------------------------------------------------------------------------------------------------- cell
 @dataclass
 class Device:
@@ -229,6 +242,7 @@ class Cell:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     seed_metrics: list[dict[str, float | None]] = field(default_factory=list)
+    curve: list[EpochPoint] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
     parity: Parity | None = None
@@ -240,6 +254,8 @@ class Cell:
             self.device = Device(**_pick(Device, self.device))
         if isinstance(self.parity, dict):
             self.parity = Parity.from_worker(self.parity)
+        self.curve = [EpochPoint(**_pick(EpochPoint, point)) if isinstance(point, dict) else point
+                      for point in self.curve]
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -256,6 +272,7 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         data = {item.name: getattr(self, item.name) for item in fields(self)}
         data["device"] = asdict(self.device)
+        data["curve"] = [asdict(point) for point in self.curve]
         data["timing"] = self.timing.to_dict()
         data["memory"] = asdict(self.memory)
         data["parity"] = self.parity.to_dict() if self.parity else None
@@ -269,6 +286,8 @@ class Cell:
         values["timing"] = Timing.from_dict(values.get("timing") or {})
         values["memory"] = Memory(**_pick(Memory, values.get("memory") or {}))
         values["parity"] = Parity.from_dict(values["parity"]) if values.get("parity") else None
+        values["curve"] = [EpochPoint(**_pick(EpochPoint, point)) for point in values.get("curve") or []
+                           if isinstance(point, dict)]
         return cls(**values)
 
 
@@ -358,6 +377,38 @@ class Result:
         self.comparisons = [comparison for cells in groups.values()
                             if (comparison := compare_cells(cells, relative_to)) is not None]
 
+    def _repr_html_(self) -> str:
+        """The tables as HTML, for Jupyter (the one place a Result reaches into ``reports``, lazily)."""
+        from xfbench.reports.html import tables
+
+        return tables(self)
+
+    def plot(self, kinds: str | list[str] | None = None, task: str | None = None, target: float | None = None
+             ) -> list[Any]:
+        """matplotlib figures of this result: per task and device, ``kinds`` of ``step-time``, ``throughput``,
+        ``quality``, ``phases``, ``curves``, ``distribution`` (default: all that have data).
+
+        Example:
+            >>> Result().plot()
+            []
+        """
+        from xfbench.reports import plots
+        from xfbench.reports.model import groups
+
+        wanted = [kinds] if isinstance(kinds, str) else kinds
+        known = ("step-time", "throughput", "quality", "phases", "curves", "distribution")
+        for kind in wanted or []:
+            if kind not in known:
+                from xfbench.errors import unknown_name
+
+                raise unknown_name("plot kind", kind, known)
+        try:
+            import matplotlib.pyplot  # noqa: F401  (lets Jupyter's inline backend display the figures)
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            pass
+        return [figure for group in groups(self, target) if task is None or group.task == task
+                for kind, figure in plots.figures(group) if wanted is None or kind in wanted]
+
     def to_dict(self) -> dict[str, Any]:
         return _finite({
             "schema_version": self.schema_version, "created": self.created, "complete": self.complete,
@@ -404,21 +455,24 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
     Example:
         >>> migrate({"schema_version": 1, "cells": []})["schema_version"]
-        2
+        3
     """
     version = data.get("schema_version")
     if version == SCHEMA_VERSION:
         return data
-    if version == 1:
-        data = dict(data)
-        data["cells"] = [{**cell, "timing": {**(cell.get("timing") or {}), "turns": [], "processes": []}}
-                         for cell in data.get("cells", [])]
+    if version not in (1, 2):
+        raise XfbenchError(f"result schema_version {version!r} is not one this xfbench reads (1 to {SCHEMA_VERSION}); "
+                           "a newer xfbench wrote it, or it is not an xfbench result")
+    data = dict(data)
+    cells = [cell for cell in data.get("cells") or [] if isinstance(cell, dict)]
+    if version == 1:  # 1 -> 2: raw turns, processes, software versions and comparisons appeared
+        cells = [{**cell, "timing": {**(cell.get("timing") or {}), "turns": [], "processes": []}} for cell in cells]
         data.setdefault("versions", {})
         data.setdefault("comparisons", [])
-        data["schema_version"] = 2
-        return data
-    raise XfbenchError(f"result schema_version {version!r} is not one this xfbench reads (1 to {SCHEMA_VERSION}); "
-                       "a newer xfbench wrote it")
+    # 2 -> 3: training curves appeared
+    data["cells"] = [{**cell, "curve": cell.get("curve") or []} for cell in cells]
+    data["schema_version"] = SCHEMA_VERSION
+    return data
 
 
 def _finite(value: Any) -> Any:

@@ -197,6 +197,9 @@ class Runner:
     def _finish(self, state: CellState) -> None:
         cell = assemble(state, self.plan)
         self.progress(f"{cell.task} on {cell.backend}/{cell.device.kind}: {_summary(cell)}")
+        advance = getattr(self.progress, "advance", None)
+        if advance is not None:
+            advance()
         self.on_cell(cell)
 
     def _unavailable(self, backend: str) -> tuple[str, str] | None:
@@ -282,7 +285,7 @@ def assemble(state: CellState, plan: Plan) -> Cell:
                 status=state.status, error=state.error, task_hash=state.task.spec_hash,
                 versions=ready.get("versions", {}), threads=plan.threads if first else None,
                 fingerprint=first.get("fingerprint", {}), metrics=first.get("metrics", {}),
-                seed_metrics=first.get("seed_metrics", []) if plan.seeds > 1 else [])
+                seed_metrics=first.get("seed_metrics", []) if plan.seeds > 1 else [], curve=first.get("curve", []))
     if first.get("parity"):
         cell.parity = Parity.from_worker(first["parity"])
     timing = Timing(import_s=ready.get("import_s"), protocol=plan.timing.describe() if plan.measure else {},

@@ -48,6 +48,9 @@ def plan_from_result(previous: Result, output: str, timeout: float | None = None
                 raise XfbenchError(f"cannot resume {output!r} from the command line: task {name!r} is not built in; "
                                    "resume from Python with xfbench.run(tasks=[...], output=PATH, resume=True)")
             task = get_task(name).replace(epochs=config["epochs"][name])
+            saved_target = (config.get("targets") or {}).get(name)
+            if isinstance(saved_target, dict):
+                task = task.replace(target=saved_target.get("value"))
             if task.spec_hash != config["task_hashes"][name]:
                 raise XfbenchError(f"cannot resume {output!r} from the command line: task {name!r} was built with other "
                                    "sizes; resume from Python with the same Task objects")

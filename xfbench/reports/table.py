@@ -1,50 +1,28 @@
-"""Text tables of a Result: one table per task and device, one row per backend. Reads only the Result.
+"""Text tables of a Result (the terminal's and ``xfbench.table``'s): one table per task and device, one row per backend.
 
-Columns: the task's quality metric (accuracy or R², mean ± std over seeds when there are several), the
-steady-state step time (median and IQR), samples/s, first step (trace/compile), whole training time, peak
-memory, parity against the float64 reference when it was checked, and the status with its reason.
+Columns: the task's quality metric (mean ± std over seeds when there are several), the steady-state step time
+(median ± IQR), the step time relative to the comparison's reference with its 95% interval, samples/s, first step
+(trace/compile), training time, time to the target accuracy, peak memory, parity when it was checked, and the
+status with its reason. Built from the shared row model (``reports.model``); reads only the Result.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
+from tabulate import tabulate, tabulate_formats
 
-from tabulate import tabulate
+from xfbench.compare.result import Ratio, Result
+from xfbench.errors import unknown_name
+from xfbench.reports import numbers
+from xfbench.reports.model import Group, Row, groups
 
-from xfbench.compare.result import Cell, Comparison, Ratio, Result
-
-QUALITY = ("accuracy", "r2")
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}g}"
+TEXT_FORMATS = tuple(sorted(tabulate_formats))
 
 
-def quality(cell: Cell) -> str:
-    """'0.975' or, over several seeds, '0.975 ± 0.004'."""
-    name = next((metric for metric in QUALITY if metric in cell.metrics), None)
-    if name is None:
-        return "-"
-    if len(cell.seed_metrics) > 1:
-        values = [metrics[name] for metrics in cell.seed_metrics if metrics.get(name) is not None]
-        if len(values) > 1:
-            return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-    return f"{cell.metrics[name]:.4f}"
-
-
-def _memory(cell: Cell) -> str:
-    rss, device = cell.memory.peak_rss_mb, cell.memory.device_peak_mb
-    return _num(rss, 4) + (f" / {_num(device, 4)} dev" if device is not None else "")
-
-
-def _parity(cell: Cell) -> str:
-    if not cell.parity:
-        return "-"
-    verdict = "pass" if cell.parity.passed else "FAIL"
-    return f"{verdict} ({_num(cell.parity.forward_max_abs, 2)})"
+def check_format(fmt: str) -> str:
+    """``fmt`` if tabulate knows it, else the one-line error naming the choices."""
+    if fmt not in TEXT_FORMATS:
+        raise unknown_name("table format", fmt, TEXT_FORMATS)
+    return fmt
 
 
 def ratio_text(ratio: Ratio | None) -> str:
@@ -55,124 +33,74 @@ def ratio_text(ratio: Ratio | None) -> str:
         '3.12× [3.05–3.20]'
     """
     if ratio is None:
-        return "-"
-    if ratio.low is None or ratio.high is None:
-        return f"{ratio.ratio:.2f}×"
-    if ratio.low == ratio.high == ratio.ratio:
-        return f"{ratio.ratio:.2f}×"
-    return f"{ratio.ratio:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]"
+        return numbers.MISSING
+    if ratio.low is None or ratio.high is None or ratio.low == ratio.high == ratio.ratio:
+        return numbers.times(ratio.ratio)
+    return f"{numbers.times(ratio.ratio)} {numbers.interval(ratio.low, ratio.high)}"
 
 
-FAULTS_WORTH_NOTING = 100  # minor page faults per step; a steady step has about none
+def target_text(row: Row) -> str:
+    """``1.2 s (epoch 3)``, ``not reached (20 epochs)`` or ``-``."""
+    if row.target is None:
+        return numbers.MISSING
+    if row.target.seconds is None:
+        return f"not reached ({row.target.epochs} epochs)"
+    return f"{numbers.duration(row.target.seconds)} (epoch {row.target.epoch})"
 
 
-def _status(cell: Cell) -> str:
-    """``ok``, with what makes the step time suspect: recompiles or page faults while timed."""
-    if not cell.ok:
-        return f"{cell.status}: {cell.error}"
-    notes = []
-    recompiles = cell.timing.recompiles
-    if recompiles:
-        notes.append(f"{recompiles} recompiles while timed")
-    faults = cell.timing.page_faults_per_step
-    if faults is not None and faults >= FAULTS_WORTH_NOTING:
-        notes.append(f"{faults:,.0f} page faults/step")
-    return "ok" + (f" ({'; '.join(notes)})" if notes else "")
+def step_text(row: Row) -> str:
+    step = row.cell.timing.step_ms
+    return f"{numbers.step_time(step.median)} ± {numbers.step_time(step.iqr)}" if step else numbers.MISSING
 
 
-def rows(cells: list[Cell], with_parity: bool, comparison: Comparison | None = None) -> list[list[str]]:
-    out = []
-    for cell in cells:
-        step = cell.timing.step_ms
-        row = [
-            cell.backend, quality(cell),
-            f"{_num(step.median)} ± {_num(step.iqr, 2)}" if step else "-",
-        ]
-        if comparison is not None:
-            row.append(ratio_text(comparison.ratio(cell.backend) if cell.ok else None))
-        row += [
-            _num(cell.timing.samples_per_s, 4), _num(cell.timing.first_step_s),
-            _num(cell.timing.train_s), _memory(cell),
-        ]
-        if with_parity:
-            row.append(_parity(cell))
-        out.append(row + [_status(cell)])
-    return out
+def memory_text(row: Row) -> str:
+    rss, device = row.cell.memory.peak_rss_mb, row.cell.memory.device_peak_mb
+    return numbers.megabytes(rss) + (f" / {numbers.megabytes(device)} device" if device is not None else "")
 
 
-def spread_note(cells: list[Cell]) -> str | None:
-    """With several seeds: do the backends' mean accuracies differ by more than their seed-to-seed spread?"""
-    stats = []
-    label = "accuracy"
-    for cell in cells:
-        name = next((metric for metric in QUALITY if metric in cell.metrics), None)
-        label = "R²" if name == "r2" else "accuracy"
-        values = [m[name] for m in cell.seed_metrics if name and m.get(name) is not None]
-        if len(values) > 1:
-            stats.append((cell.backend, statistics.mean(values), statistics.stdev(values), len(values)))
-    if len(stats) < 2:
-        return None
-    means = [mean for _, mean, _, _ in stats]
-    # two-standard-error band of the mean difference, using the largest per-backend spread
-    band = 2 * max(std for _, _, std, _ in stats) * math.sqrt(2 / min(n for *_, n in stats))
-    gap = max(means) - min(means)
-    verdict = "within" if gap <= band else "MORE than"
-    return (f"{label} gap between backends {gap:.4f} is {verdict} what seed-to-seed spread explains "
-            f"(±{band:.4f}, 2 standard errors over {min(n for *_, n in stats)} seeds)")
+def parity_text(row: Row) -> str:
+    parity = row.cell.parity
+    if parity is None or row.parity is None:
+        return numbers.MISSING
+    return f"{'pass' if parity.passed else 'FAIL'} ({numbers.scientific(row.parity['forward_max_abs'])})"
 
 
-def answer(comparison: Comparison) -> str:
-    """One line: which backend is fastest, and whether the gap to the next one is resolved.
-
-    Example:
-        >>> c = Comparison("mlp", "cpu", "jax", [Ratio("jax", 1.0, 1.0, 1.0), Ratio("torch", 2.4, 2.3, 2.5, resolved=True)],
-        ...                fastest="jax", runner_up="torch", resolved=True)
-        >>> answer(c)
-        'fastest: jax; next: torch at 2.40× [2.30–2.50] (resolved: the 95% interval excludes 1)'
-    """
-    if comparison.runner_up is None:
-        return f"only {comparison.fastest} was timed"
-    line = f"fastest: {comparison.fastest}"
-    runner_up = comparison.ratio(comparison.runner_up)
-    if comparison.reference == comparison.fastest and runner_up is not None:
-        line += f"; next: {comparison.runner_up} at {ratio_text(runner_up)}"
-    else:
-        line += f"; next: {comparison.runner_up}"
-    if comparison.resolved is None:
-        line += " (too few rounds for an interval)"
-    elif comparison.resolved:
-        line += " (resolved: the 95% interval excludes 1)"
-    else:
-        line += " (NOT resolved: the 95% interval includes 1; more --rounds or --processes may tell them apart)"
-    if not comparison.paired:
-        line += "; timed one backend after another, so the machine's drift is in these ratios"
-    return line
+def headers(group: Group) -> list[str]:
+    out = ["backend", group.metric_label, "step time (median ± IQR)"]
+    if group.comparison is not None:
+        out.append(f"vs {group.comparison.reference} [95% CI]")
+    out += ["samples/s", "first step", "training"]
+    if group.target is not None:
+        out.append(f"to {group.metric_label} {group.target:g}")
+    out.append("peak RSS")
+    if any(row.cell.parity for row in group.rows):
+        out.append("parity")
+    return out + ["status"]
 
 
-def render(result: Result, fmt: str = "simple") -> str:
-    """All tables of a result, as text."""
+def cells(group: Group, row: Row) -> list[str]:
+    """One row of text, in the order of :func:`headers`."""
+    timing = row.cell.timing
+    out = [row.backend, numbers.metric(row.value, row.std), step_text(row)]
+    if group.comparison is not None:
+        out.append(ratio_text(row.ratio))
+    out += [numbers.rate(timing.samples_per_s, ""), numbers.duration(timing.first_step_s),
+            numbers.duration(timing.train_s)]
+    if group.target is not None:
+        out.append(target_text(row))
+    out.append(memory_text(row))
+    if any(item.cell.parity for item in group.rows):
+        out.append(parity_text(row))
+    return out + [row.status]
+
+
+def render(result: Result, fmt: str = "simple", target: float | None = None) -> str:
+    """All tables of a result, as text (``fmt``: a tabulate format, e.g. ``github``)."""
+    check_format(fmt)
     blocks = []
-    groups: dict[tuple[str, str], list[Cell]] = {}
-    for cell in result.cells:
-        groups.setdefault((cell.task, cell.device.kind), []).append(cell)
-    for (task, device), cells in groups.items():
-        names = {cell.device.name for cell in cells if cell.device.name}
-        title = f"{task} on {device}" + (f" ({', '.join(sorted(names))})" if names else "")
-        description = result.config.get("task_descriptions", {}).get(task)
-        with_parity = any(cell.parity for cell in cells)
-        comparison = result.comparison(task, device)
-        headers = ["backend", "accuracy / R²", "step ms (median ± IQR)"]
-        if comparison is not None:
-            headers.append(f"step time vs {comparison.reference} [95% CI]")
-        headers += ["samples/s", "first step s", "train s", "peak RSS MB"] + (["parity"] if with_parity else [])
-        headers.append("status")
-        text = f"{title}" + (f": {description}" if description else "") + "\n"
-        text += tabulate(rows(cells, with_parity, comparison), headers=headers, tablefmt=fmt, disable_numparse=True)
-        notes = [answer(comparison)] if comparison is not None else []
-        if comparison is not None and comparison.note:
-            notes.append(comparison.note)
-        note = spread_note(cells)
-        if note:
-            notes.append(note)
-        blocks.append(text + "".join(f"\n{line}" for line in notes))
+    for group in groups(result, target):
+        text = group.title + (f": {group.description}" if group.description else "") + "\n"
+        text += tabulate([cells(group, row) for row in group.rows], headers=headers(group), tablefmt=fmt,
+                         disable_numparse=True)
+        blocks.append(text + "".join(f"\n{line}" for line in group.notes()))
     return "\n\n".join(blocks)

@@ -27,7 +27,7 @@ def regression(num_samples: int = 2000, num_features: int = 8, noise: float = 0.
         name="regression", data=split, layers=(Dense(1),), loss="mse",
         optimizer=SGD(learning_rate=0.2, momentum=0.5),
         batch_size=len(split.x_train) if batch_size is None else batch_size, epochs=epochs,
-        metrics=("r2", "mse"), seed=seed,
+        metrics=("r2", "mse"), seed=seed, target=0.99,
         description=f"linear regression, {num_features} features, {num_samples} samples",
     )
 
@@ -38,7 +38,7 @@ def mlp(width: int = 64, batch_size: int = 32, epochs: int = 20, seed: int = 0) 
     return Task(
         name="mlp", data=Dataset.split(x, y, 0.2, seed), layers=(Dense(width, "relu"), Dense(10)),
         loss="softmax_cross_entropy", optimizer=Adam(learning_rate=1e-3), batch_size=batch_size, epochs=epochs,
-        metrics=("accuracy",), seed=seed, description=f"MLP 64-{width}-10 on the 8x8 digits",
+        metrics=("accuracy",), seed=seed, description=f"MLP 64-{width}-10 on the 8x8 digits", target=0.95,
     )
 
 
@@ -52,6 +52,7 @@ def mlp_binary(digit: int = 3, width: int = 32, batch_size: int = 32, epochs: in
         name="mlp-binary", data=Dataset.split(x, target, 0.2, seed), layers=(Dense(width, "relu"), Dense(1)),
         loss="sigmoid_binary_cross_entropy", optimizer=Adam(learning_rate=1e-3), batch_size=batch_size,
         epochs=epochs, metrics=("accuracy",), seed=seed, description=f"MLP 64-{width}-1 (sigmoid): digit {digit} or not",
+        target=0.97,
     )
 
 
@@ -66,7 +67,7 @@ def cnn(filters: int = 16, batch_size: int = 32, epochs: int = 15, seed: int = 0
     return Task(
         name="cnn", data=Dataset.split(x, y, 0.2, seed), layers=layers, loss="softmax_cross_entropy",
         optimizer=Adam(learning_rate=2e-3), batch_size=batch_size, epochs=epochs, metrics=("accuracy",), seed=seed,
-        description=f"CNN conv{filters}-pool-conv{2 * filters}-pool-dense on 8x8x1 digits",
+        description=f"CNN conv{filters}-pool-conv{2 * filters}-pool-dense on 8x8x1 digits", target=0.95,
     )
 
 
@@ -84,5 +85,5 @@ def cnn28(num_samples: int = 6000, image_size: int = 28, batch_size: int = 128, 
     return Task(
         name="cnn28", data=Dataset.split(x, y, 1 / 6, seed), layers=layers, loss="softmax_cross_entropy",
         optimizer=Adam(learning_rate=1e-3), batch_size=batch_size, epochs=epochs, metrics=("accuracy",), seed=seed,
-        description="CNN conv32-pool-conv64-pool-dense on 28x28x1 digits",
+        description="CNN conv32-pool-conv64-pool-dense on 28x28x1 digits", target=0.9,
     )

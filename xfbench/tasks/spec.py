@@ -233,6 +233,9 @@ class Task:
     Batches: each epoch draws a permutation of the training set from ``seed`` and epoch number, and uses the
     first ``steps_per_epoch * batch_size`` samples in that order (the last partial batch is dropped, so every
     step has the same shape and nothing retraces). The loss is the mean over the batch.
+
+    ``target``: the value of the task's first metric (accuracy, R²) that time-to-accuracy measures the training
+    time to (``xfbench run --target`` overrides it); None for no target.
     """
 
     name: str
@@ -245,6 +248,7 @@ class Task:
     metrics: tuple[str, ...] = ("accuracy",)
     seed: int = 0
     description: str = ""
+    target: float | None = None
     input_shape: tuple[int, ...] = field(init=False)
     shapes: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
@@ -256,6 +260,9 @@ class Task:
             _choice("metric", metric, METRICS)
         if not isinstance(self.optimizer, (SGD, Adam)):
             raise XfbenchError(f"optimizer must be xfbench.tasks.SGD or Adam, got {type(self.optimizer).__name__}")
+        if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
+                                        or not math.isfinite(self.target)):
+            raise XfbenchError(f"target must be a finite number (the test metric to reach) or None, got {self.target!r}")
         if not isinstance(self.epochs, int) or self.epochs <= 0:
             raise XfbenchError(f"epochs must be a positive int, got {self.epochs!r}")
         data = self.data
@@ -305,7 +312,8 @@ class Task:
     def replace(self, **changes: object) -> Task:
         """A copy with some fields changed, e.g. ``task.replace(epochs=5, seed=1)``."""
         fields = {name: getattr(self, name) for name in (
-            "name", "data", "layers", "loss", "optimizer", "batch_size", "epochs", "metrics", "seed", "description"
+            "name", "data", "layers", "loss", "optimizer", "batch_size", "epochs", "metrics", "seed", "description",
+            "target",
         )}
         fields.update(changes)
         return Task(**fields)  # type: ignore[arg-type]
@@ -314,7 +322,7 @@ class Task:
     def spec_hash(self) -> str:
         """A short hash of everything that defines the work: layers, loss, optimizer, batch size, epochs, metrics,
         seed, and the data (dtypes, shapes, bytes). Two tasks with the same name but other sizes differ here; the
-        name and description do not count.
+        name, description and target do not count.
 
         Example:
             >>> from xfbench.tasks import get_task
