@@ -35,8 +35,8 @@ class TimingOptions:
     """How long and how finely to time the steady state. ``quick()`` is for tests."""
 
     warmup_s: float = 0.3
-    min_block_s: float = 0.04
-    turn_s: float = 0.1
+    min_block_s: float = 0.03
+    turn_s: float = 0.08
     min_blocks: int = 2
     rounds: int = 10
     warmup_rounds: int = 1
