@@ -244,9 +244,9 @@ def test_result_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(XfbenchError, match="is not a JSON result"):
         xfbench.load(str(tmp_path / "bad.json"))
-    (tmp_path / "v3.json").write_text(json.dumps({"schema_version": 3, "cells": []}), encoding="utf-8")
-    with pytest.raises(XfbenchError, match="schema_version 3 is not one this xfbench reads"):
-        xfbench.load(str(tmp_path / "v3.json"))
+    (tmp_path / "v4.json").write_text(json.dumps({"schema_version": 4, "cells": []}), encoding="utf-8")
+    with pytest.raises(XfbenchError, match="schema_version 4 is not one this xfbench reads"):
+        xfbench.load(str(tmp_path / "v4.json"))
     with pytest.raises(XfbenchError, match="no cell for task 'cnn'"):
         sample_result().cell("cnn", "torch")
 

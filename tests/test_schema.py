@@ -61,7 +61,7 @@ def _first_ok(document: dict) -> dict:
 
 
 @pytest.mark.parametrize("change", [
-    pytest.param(lambda d: d.update(schema_version=3), id="schema-version"),
+    pytest.param(lambda d: d.update(schema_version=2), id="schema-version"),
     pytest.param(lambda d: d.update(complete=False), id="incomplete"),
     pytest.param(lambda d: d["versions"].pop("numpy"), id="no-numpy-version"),
     pytest.param(lambda d: _first_ok(d).update(task_hash="0" * 16), id="wrong-task-hash"),
