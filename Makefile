@@ -8,7 +8,7 @@ STAMP := $(VENV)/.xfbench-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test parity bench list clean
+.PHONY: install run test parity bench list screenshot clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/xfbench run --json results/latest.json $(ARGS)
+	$(BIN)/xfbench run --json results/latest.json --html results/report.html --md results/summary.md $(ARGS)
 
 parity: $(STAMP)
 	$(BIN)/xfbench parity --json results/parity.json $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/native_overhead.py $(ARGS)
+
+screenshot: $(STAMP)
+	$(BIN)/python benchmarks/screenshot.py results/latest.json --out docs/report.png
 
 list: $(STAMP)
 	$(BIN)/xfbench list

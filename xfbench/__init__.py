@@ -29,7 +29,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         timeout: float = 600.0, seeds: int = 1, parity: bool = False, timing: TimingOptions | None = None,
         progress: Callable[[str], None] | None = None, malloc: str = "steady", rounds: int | None = None,
         processes: int | None = None, sequential: bool = False, relative_to: str | None = None,
-        output: str | None = None, resume: bool = False) -> Result:
+        output: str | None = None, resume: bool = False, target: float | None = None) -> Result:
     """Train every task on every backend and device, time them side by side; return accuracy, speed and provenance.
 
     Args:
@@ -54,6 +54,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         relative_to: the backend step-time ratios are relative to (default: the fastest of each task).
         output: write the result here (JSON); finished cells go to ``OUTPUT.partial`` as they finish.
         resume: keep the cells already saved at ``output`` and run only the missing ones.
+        target: the time-to-accuracy target of every task (default: each task's own ``Task.target``).
 
     Returns:
         A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
@@ -75,7 +76,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     if changes and isinstance(options, TimingOptions):
         options = replace(options, **changes)
     plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=options, malloc=malloc,
-                     relative_to=relative_to)
+                     relative_to=relative_to, target=target)
     if output is not None:
         from xfbench.compare.journal import check_output
 
@@ -87,11 +88,12 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     return execute(plan, progress, output=output, resume=resume)
 
 
-def table(result: Result, fmt: str = "simple") -> str:
-    """The result as text tables, one per task and device (``fmt`` is a tabulate format, e.g. ``github``)."""
+def table(result: Result, fmt: str = "simple", target: float | None = None) -> str:
+    """The result as text tables, one per task and device (``fmt`` is a tabulate format, e.g. ``github``; an unknown
+    one is refused with the choices). For Markdown, HTML or CSV see :mod:`xfbench.reports`."""
     from xfbench.reports.table import render
 
-    return render(result, fmt)
+    return render(result, fmt, target)
 
 
 def load(path: str) -> Result:
@@ -99,6 +101,14 @@ def load(path: str) -> Result:
     from xfbench.compare.result import Result
 
     return Result.load(path)
+
+
+def __getattr__(name: str) -> object:
+    if name == "reports":  # ``xfbench.reports.write(...)`` without an explicit import
+        import importlib
+
+        return importlib.import_module("xfbench.reports")
+    raise AttributeError(f"module 'xfbench' has no attribute {name!r}")
 
 
 __all__ = ["XfbenchError", "__version__", "load", "run", "table"]

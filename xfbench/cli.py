@@ -269,7 +269,7 @@ def command_run(args: argparse.Namespace) -> int:
     if output:
         print(f"xfbench: result written to {output}", file=sys.stderr)
     _print(xfbench.table(result, args.format))
-    failed = [cell for cell in result.cells if cell.status == "error"]
+    failed = [cell for cell in result.cells if cell.status in ("error", "diverged")]
     return 1 if failed else 0
 
 
@@ -329,7 +329,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     if output:
         print(f"xfbench: result written to {output}", file=sys.stderr)
     _print(render_text(result))
-    return 1 if any(cell.status == "error" for cell in result.cells) else 0
+    return 1 if any(cell.status in ("error", "diverged") for cell in result.cells) else 0
 
 
 def command_parity(args: argparse.Namespace) -> int:
@@ -345,9 +345,9 @@ def command_parity(args: argparse.Namespace) -> int:
     plan = make_plan(args.tasks or ",".join(task_names()), args.backends, "cpu", timeout=args.timeout, measure=False)
     output = check_output(args.json) if args.json is not None else None
     result = run_with_parity(plan, ParityOptions(steps=args.steps), _progress(False), only=True, output=output)
-    print(render(result))
+    _print(render(result))
     if output:
-        print(f"\nresult written to {output}")
+        _print(f"\nresult written to {output}")
     return 1 if parity_failed(result) else 0
 
 
@@ -398,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XfbenchError as error:
         print(f"xfbench: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a folder that vanished: one line, and the partial file says what is kept
+        print(f"xfbench: error: {error.strerror or error}"
+              + (f": {error.filename!r}" if getattr(error, "filename", None) else ""), file=sys.stderr)
+        return 1
     except KeyboardInterrupt as interruption:
         signum = getattr(interruption, "signum", signal.SIGINT)
         print(f"xfbench: interrupted ({signal.Signals(signum).name}); every worker was stopped", file=sys.stderr)

@@ -29,6 +29,7 @@ BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
     "jax": ("xfbench.backends.jax:JaxBackend", {}),
 }
 DEFAULT_BACKENDS = ("tf-graph", "tf-eager", "torch", "jax")
+BUILTIN = frozenset(BACKENDS)
 
 
 def _register_extra(spec: str) -> None:
@@ -38,9 +39,15 @@ def _register_extra(spec: str) -> None:
     """
     for entry in filter(None, (item.strip() for item in spec.split(","))):
         name, _, target = entry.partition("=")
+        name = name.strip()
         if not name or ":" not in target:
             raise XfbenchError(f"XFBENCH_EXTRA_BACKENDS entry {entry!r} must look like name=package.module:ClassName")
-        BACKENDS[name.strip()] = (target.strip(), {})
+        if name in BUILTIN:
+            raise XfbenchError(f"XFBENCH_EXTRA_BACKENDS cannot replace the built-in backend {name!r}; give your adapter "
+                               f"another name (built in: {', '.join(sorted(BUILTIN))})")
+        if name in BACKENDS and BACKENDS[name][0] != target.strip():
+            raise XfbenchError(f"XFBENCH_EXTRA_BACKENDS names {name!r} twice; each name must be one adapter")
+        BACKENDS[name] = (target.strip(), {})
 
 
 _register_extra(os.environ.get("XFBENCH_EXTRA_BACKENDS", ""))

@@ -7,6 +7,7 @@ backend's predictions. Timing turns then run on the prepared trainer (``timing.S
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from typing import Any
@@ -23,6 +24,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class DivergedError(Exception):
+    """The training loss became NaN or infinite: the cell measured nothing meaningful (status ``diverged``)."""
+
+    def __init__(self, message: str, curve: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.curve = curve
+
+
 def train(trainer: Trainer, task: Task, epochs: int | None = None, curve: list[dict[str, Any]] | None = None
           ) -> dict[str, float]:
     """Train for ``epochs`` (default: the task's); returns ``train_s`` (whole training, first step included) and
@@ -30,7 +39,8 @@ def train(trainer: Trainer, task: Task, epochs: int | None = None, curve: list[d
 
     With ``curve`` (a list), each epoch ends with a device sync, the clock stops, and one point is appended: the
     epoch, the cumulative training time, the mean training loss of the epoch's steps and the test-split metrics.
-    Evaluating is kept off the clock, so ``train_s`` stays the training time alone.
+    Evaluating is kept off the clock, so ``train_s`` stays the training time alone. A loss that is NaN or infinite
+    at the end of an epoch raises :class:`DivergedError` naming the epoch and step where it first happened.
     """
     train_s = 0.0
     first_step_s = None
@@ -41,21 +51,25 @@ def train(trainer: Trainer, task: Task, epochs: int | None = None, curve: list[d
         losses = []
         for batch in range(task.steps_per_epoch):
             if first_step_s is None:
-                first_step_s = time_first_step(trainer)
-                continue
-            loss = trainer.train_step(batch)
+                first_step_s, loss = time_first_step(trainer)
+            else:
+                loss = trainer.train_step(batch)
             if curve is not None:
                 losses.append(loss)  # lazy: read after the epoch's sync, off the clock
         trainer.sync(loss)
         train_s += time.perf_counter() - start
         if curve is not None:
-            curve.append(epoch_point(trainer, task, epoch, train_s, losses))
+            values = [float(value) for value in losses]
+            bad = next((step for step, value in enumerate(values) if not math.isfinite(value)), None)
+            if bad is not None:
+                raise DivergedError(f"the training loss became {values[bad]} at epoch {epoch + 1}, step {bad + 1} "
+                                    f"of {len(values)} (loss before: {values[bad - 1] if bad else 'none'})", curve)
+            curve.append(epoch_point(trainer, task, epoch, train_s, values))
     return {"train_s": train_s, "first_step_s": float(first_step_s or 0.0)}
 
 
-def epoch_point(trainer: Trainer, task: Task, epoch: int, train_s: float, losses: list[Any]) -> dict[str, Any]:
-    """One point of a training curve (see :func:`train`); NaN and infinity are kept as such here."""
-    values = [float(value) for value in losses]
+def epoch_point(trainer: Trainer, task: Task, epoch: int, train_s: float, values: list[float]) -> dict[str, Any]:
+    """One point of a training curve (see :func:`train`): ``values`` are the epoch's step losses."""
     data = task.data
     test = compute_metrics(task.loss, task.metrics, trainer.predict(data.x_test), data.y_test)
     return {"epoch": epoch + 1, "train_s": train_s, "train_loss": sum(values) / len(values) if values else None,

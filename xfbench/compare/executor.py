@@ -10,7 +10,8 @@ Local isolation rules:
 - each worker runs in its own session (a Ctrl-C on the terminal reaches only the parent, which stops them);
 - a worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux, and end-of-file on its command pipe), so no worker
   outlives the run, even after a ``kill -9`` of the parent;
-- :meth:`Executor.close` kills every worker still running and removes the temporary folder.
+- :meth:`Executor.close` kills every worker still running and removes the temporary folder; a folder left by a run
+  that was killed with ``kill -9`` (its name carries the run's pid) is removed by the next run that starts.
 """
 
 from __future__ import annotations
@@ -247,11 +248,48 @@ class LocalWorker(WorkerHandle):
         return f"{how}{': ' + tail if tail else ''}"
 
 
+FOLDER_PREFIX = "xfbench-run-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale_folders(parent: str | None = None) -> list[str]:
+    """Remove the temporary folders of runs that are gone (killed with ``kill -9``); returns what was removed."""
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(FOLDER_PREFIX):
+            continue
+        pid_text = name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        path = os.path.join(parent, name)
+        try:
+            owned = os.stat(path).st_uid == os.getuid()
+        except OSError:
+            continue
+        if owned and pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class LocalExecutor(Executor):
     """Workers as fresh processes on this machine, with their job files and logs in a temporary folder."""
 
     def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="xfbench-")
+        sweep_stale_folders()
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         self.workers: list[LocalWorker] = []
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:

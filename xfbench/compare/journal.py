@@ -38,6 +38,8 @@ def check_output(path: str | os.PathLike[str]) -> str:
     text = os.fspath(path)
     if not isinstance(text, str) or not text.strip():
         raise XfbenchError("the output path is empty; give a file name, e.g. --json results/run.json")
+    if "\0" in text:
+        raise XfbenchError(f"the output path {text!r} holds a NUL character; give a plain file name")
     if os.path.isdir(text):
         raise XfbenchError(f"the output path {text!r} is a folder; give a file name inside it, "
                            f"e.g. {os.path.join(text, 'result.json')!r}")
@@ -92,11 +94,13 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(temporary)
         except OSError:
             pass
+        if isinstance(error, OSError) and error.filename is None:  # say which file could not be written
+            raise OSError(error.errno, error.strerror, path) from error
         raise
     _fsync_folder(folder)
 
@@ -141,10 +145,10 @@ class Journal:
 
 def read_partial(path: str) -> Result:
     """A result from a partial file (``complete`` is False); a torn last line is skipped."""
-    from xfbench.compare.result import Cell, Result
+    from xfbench.compare.result import Result
 
     header: dict[str, Any] | None = None
-    cells: list[Cell] = []
+    cells: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as stream:
         lines = stream.read().split("\n")
     for number, line in enumerate(lines, start=1):
@@ -161,13 +165,17 @@ def read_partial(path: str) -> Result:
         if record.get("kind") == "header":
             header = record
         elif record.get("kind") == "cell" and isinstance(record.get("cell"), dict):
-            cells.append(Cell.from_dict(record["cell"]))
+            cells.append(record["cell"])
     if header is None:
         raise XfbenchError(f"{path!r} is not an xfbench partial result (no header line)")
     data = {key: value for key, value in header.items() if key != "kind"}
-    data["cells"] = []
-    result = Result.from_dict(data)
-    result.cells = cells
+    data["cells"] = cells
+    try:
+        result = Result.from_dict(data)
+    except XfbenchError as error:
+        raise XfbenchError(f"{path!r}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise XfbenchError(f"{path!r} is not a valid xfbench partial result: {type(error).__name__}: {error}") from None
     result.complete = False
     return result
 
@@ -197,3 +205,7 @@ def read_result(path: str | os.PathLike[str]) -> Result:
         return Result.from_json(text)
     except json.JSONDecodeError as error:
         raise XfbenchError(f"{path!r} is not a JSON result: {error}") from error
+    except XfbenchError as error:
+        raise XfbenchError(f"{path!r}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape check_document does not cover
+        raise XfbenchError(f"{path!r} is not a valid xfbench result: {type(error).__name__}: {error}") from None

@@ -69,7 +69,17 @@ def split_names(value: str | Sequence[str] | None) -> list[str] | None:
     """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (None stays None); blanks are dropped."""
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise XfbenchError(f"expected a comma-separated string or a list of names, got {type(value).__name__} "
+                           f"{value!r}")
+    for item in items:
+        if not isinstance(item, (str, Task)):
+            raise XfbenchError(f"expected names (strings) or xfbench.tasks.Task objects, got {type(item).__name__} "
+                               f"{item!r}")
     return [item if isinstance(item, Task) else item.strip() for item in items
             if isinstance(item, Task) or item.strip()]
 

@@ -56,12 +56,13 @@ class TimingOptions:
         return {"sync": "one device sync per block", "turn": "one untimed block, then timed blocks", **asdict(self)}
 
 
-def time_first_step(trainer: Trainer) -> float:
-    """Seconds for one step (including any trace/compile), synced before and after."""
+def time_first_step(trainer: Trainer) -> tuple[float, Any]:
+    """Seconds for one step (including any trace/compile), synced before and after; and the step's loss."""
     trainer.sync()
     start = time.perf_counter()
-    trainer.sync(trainer.train_step(0))
-    return time.perf_counter() - start
+    loss = trainer.train_step(0)
+    trainer.sync(loss)
+    return time.perf_counter() - start, loss
 
 
 def minor_page_faults() -> int | None:

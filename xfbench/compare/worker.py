@@ -102,7 +102,7 @@ class Server:
         self.devices = backend.devices()
 
     def prepare(self, message: dict[str, Any]) -> dict[str, Any]:
-        from xfbench.compare.cell import peak_rss_mb, prime_cell, steady_state_timer, train_cell
+        from xfbench.compare.cell import DivergedError, peak_rss_mb, prime_cell, steady_state_timer, train_cell
 
         self.timer = None
         task = self.spec.tasks[message["task"]]
@@ -115,7 +115,9 @@ class Server:
             reason = self.backend.unsupported_reason(task, device_kind)
             if reason:
                 return {**reply, "status": "unsupported", "error": reason}
-            reply["fingerprint"] = self.backend.fingerprint(device_kind)
+            cls = type(self.backend)
+            reply["fingerprint"] = {**self.backend.fingerprint(device_kind),
+                                    "adapter": f"{cls.__module__}:{cls.__qualname__}"}
             parity = message.get("parity")
             trainer = None
             if not (parity and parity.get("only")):
@@ -134,6 +136,9 @@ class Server:
                 reply["compiles"] = trainer.compile_count()
             reply["peak_rss_mb"] = peak_rss_mb()
             reply["device_peak_mb"] = trainer.device_peak_mb() if trainer is not None else None
+        except DivergedError as diverged:  # not a failure of xfbench or the framework: of the training itself
+            self.timer = None
+            return {**reply, "status": "diverged", "error": str(diverged), "curve": diverged.curve}
         except Exception as error:  # one task's failure must not lose the others
             traceback.print_exc()
             self.timer = None

@@ -10,7 +10,30 @@ import numpy as np
 
 from xfbench.errors import XfbenchError
 from xfbench.tasks import data
-from xfbench.tasks.spec import SGD, Adam, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task
+from xfbench.tasks.spec import (
+    SGD,
+    Adam,
+    Conv2D,
+    Dataset,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Task,
+    number_in,
+    positive_int,
+    seed_value,
+)
+
+
+def _check(task: str, **values: object) -> None:
+    """The built-in tasks' size parameters: positive ints, a seed >= 0, noise >= 0 (each named in the error)."""
+    for name, value in values.items():
+        if name == "seed":
+            seed_value(f"{task} seed", value)
+        elif name == "noise":
+            number_in(f"{task} noise", value, 0, float("inf"), high_open=True)
+        elif value is not None:
+            positive_int(f"{task} {name}", value)
 
 
 def regression(num_samples: int = 2000, num_features: int = 8, noise: float = 0.5, batch_size: int | None = None,
@@ -21,6 +44,10 @@ def regression(num_samples: int = 2000, num_features: int = 8, noise: float = 0.
     ``batch_size=None`` trains on the whole training split each step (batch gradient descent), which converges to
     the least-squares solution; a smaller batch makes it mini-batch SGD.
     """
+    _check("regression", num_samples=num_samples, num_features=num_features, noise=noise, batch_size=batch_size,
+           epochs=epochs, seed=seed)
+    if num_samples < 10:
+        raise XfbenchError(f"regression num_samples must be at least 10 (a 20% test split), got {num_samples}")
     x, y, _, _ = data.linear(num_samples, num_features, noise, seed)
     split = Dataset.split(x, y, test_fraction=0.2, seed=seed)
     return Task(
@@ -34,6 +61,7 @@ def regression(num_samples: int = 2000, num_features: int = 8, noise: float = 0.
 
 def mlp(width: int = 64, batch_size: int = 32, epochs: int = 20, seed: int = 0) -> Task:
     """A multilayer perceptron (64 -> width relu -> 10) classifying the bundled 8x8 digits."""
+    _check("mlp", width=width, batch_size=batch_size, epochs=epochs, seed=seed)
     x, y = data.digits()
     return Task(
         name="mlp", data=Dataset.split(x, y, 0.2, seed), layers=(Dense(width, "relu"), Dense(10)),
@@ -44,8 +72,9 @@ def mlp(width: int = 64, batch_size: int = 32, epochs: int = 20, seed: int = 0) 
 
 def mlp_binary(digit: int = 3, width: int = 32, batch_size: int = 32, epochs: int = 15, seed: int = 0) -> Task:
     """The same MLP with one sigmoid output: is this image the digit ``digit`` or not."""
-    if digit not in range(10):
+    if isinstance(digit, bool) or digit not in range(10):
         raise XfbenchError(f"digit must be 0-9, got {digit!r}")
+    _check("mlp-binary", width=width, batch_size=batch_size, epochs=epochs, seed=seed)
     x, y = data.digits()
     target = (y == digit).astype(np.float32)[:, None]
     return Task(
@@ -58,6 +87,7 @@ def mlp_binary(digit: int = 3, width: int = 32, batch_size: int = 32, epochs: in
 
 def cnn(filters: int = 16, batch_size: int = 32, epochs: int = 15, seed: int = 0) -> Task:
     """conv -> pool -> conv -> pool -> dense on the digits as 8x8x1 images."""
+    _check("cnn", filters=filters, batch_size=batch_size, epochs=epochs, seed=seed)
     x, y = data.digits(images=True)
     layers = (
         Conv2D(filters, 3, padding="same", activation="relu", init="he_uniform"), MaxPool2D(2),
@@ -74,6 +104,9 @@ def cnn(filters: int = 16, batch_size: int = 32, epochs: int = 15, seed: int = 0
 def cnn28(num_samples: int = 6000, image_size: int = 28, batch_size: int = 128, epochs: int = 3, seed: int = 0) -> Task:
     """The speed-work CNN on MNIST-shaped inputs: conv 32 3x3 -> relu -> maxpool 2 -> conv 64 3x3 -> relu ->
     maxpool 2 -> dense 10, on digits upsampled to 28x28 with shifts and noise (generated, no download)."""
+    _check("cnn28", num_samples=num_samples, batch_size=batch_size, epochs=epochs, seed=seed)
+    if num_samples < 12:
+        raise XfbenchError(f"cnn28 num_samples must be at least 12 (a 1/6 test split), got {num_samples}")
     if image_size != 28:
         raise XfbenchError(f"cnn28 images are 28x28; image_size must be 28, got {image_size!r}")
     x, y = data.digits28(num_samples, seed)

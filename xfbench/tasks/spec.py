@@ -57,11 +57,48 @@ def _choice(kind: str, value: str, choices: Sequence[str]) -> None:
         raise XfbenchError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
 
 
+def _is_int(value: object) -> bool:
+    """An integer that is not a bool (``Dense(True)`` is a mistake, not one unit)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def positive_int(what: str, value: object) -> int:
+    """``value`` if it is an integer > 0, else the error naming ``what``."""
+    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        raise XfbenchError(f"{what} must be a positive int, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def seed_value(what: str, value: object) -> int:
+    """A seed: an integer >= 0 (NumPy's generators refuse negative ones)."""
+    if not _is_int(value) or value < 0:  # type: ignore[operator]
+        raise XfbenchError(f"{what} must be an int >= 0, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def number_in(what: str, value: object, low: float, high: float, low_open: bool = False, high_open: bool = False
+              ) -> float:
+    """``value`` if it is a finite number in the range, else the error naming ``what`` and the range."""
+    if not _is_number(value) or (value <= low if low_open else value < low) or (  # type: ignore[operator]
+            value >= high if high_open else value > high):  # type: ignore[operator]
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise XfbenchError(f"{what} must be a finite number in {bounds}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    try:
+        pair = (value, value) if _is_int(value) else tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
         raise XfbenchError(f"{what} must be a positive int or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+    return int(pair[0]), int(pair[1])
 
 
 # ----------------------------------------------------------------------------------------------- layers
@@ -74,8 +111,7 @@ class Dense:
     init: str = "glorot_uniform"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.units, int) or self.units <= 0:
-            raise XfbenchError(f"Dense units must be a positive int, got {self.units!r}")
+        object.__setattr__(self, "units", positive_int("Dense units", self.units))
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("initializer", self.init, INITIALIZERS)
 
@@ -96,8 +132,7 @@ class Conv2D:
     init: str = "glorot_uniform"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.filters, int) or self.filters <= 0:
-            raise XfbenchError(f"Conv2D filters must be a positive int, got {self.filters!r}")
+        object.__setattr__(self, "filters", positive_int("Conv2D filters", self.filters))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D kernel_size"))
         object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
         _choice("padding", self.padding, PADDINGS)
@@ -158,10 +193,8 @@ class SGD:
     momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0:
-            raise XfbenchError(f"SGD learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 <= self.momentum < 1:
-            raise XfbenchError(f"SGD momentum must be in [0, 1), got {self.momentum!r}")
+        number_in("SGD learning_rate", self.learning_rate, 0, math.inf, low_open=True, high_open=True)
+        number_in("SGD momentum", self.momentum, 0, 1, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -181,13 +214,10 @@ class Adam:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0:
-            raise XfbenchError(f"Adam learning_rate must be > 0, got {self.learning_rate!r}")
+        number_in("Adam learning_rate", self.learning_rate, 0, math.inf, low_open=True, high_open=True)
         for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise XfbenchError(f"Adam {name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not self.epsilon > 0:
-            raise XfbenchError(f"Adam epsilon must be > 0, got {self.epsilon!r}")
+            number_in(f"Adam {name}", getattr(self, name), 0, 1, high_open=True)
+        number_in("Adam epsilon", self.epsilon, 0, math.inf, low_open=True, high_open=True)
 
 
 Optimizer = Union[SGD, Adam]
@@ -204,6 +234,27 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            for name, array in ((f"x_{split}", x), (f"y_{split}", y)):
+                if not isinstance(array, np.ndarray):
+                    raise XfbenchError(f"Dataset.{name} must be a NumPy array, got {type(array).__name__}")
+                if array.ndim == 0:
+                    raise XfbenchError(f"Dataset.{name} must have one row per sample, got a scalar")
+                if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+                    raise XfbenchError(f"Dataset.{name} must be numeric, got dtype {array.dtype}")
+                if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+                    bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+                    raise XfbenchError(f"Dataset.{name} holds {bad} NaN or infinite values; every value must be finite")
+            if len(x) != len(y):
+                raise XfbenchError(f"Dataset x_{split} and y_{split} have different lengths: {len(x)} vs {len(y)}")
+            if len(x) == 0:
+                raise XfbenchError(f"Dataset {split} split is empty; it needs at least one sample")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise XfbenchError(f"Dataset x_train and x_test samples differ in shape: {self.x_train.shape[1:]} vs "
+                               f"{self.x_test.shape[1:]}")
+
     @classmethod
     def split(cls, x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         """Shuffle with ``seed`` and split off ``test_fraction`` of the samples as the test set.
@@ -215,12 +266,16 @@ class Dataset:
             ((7, 2), (3, 2))
         """
         x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 0 or y.ndim == 0:
+            raise XfbenchError("Dataset.split needs arrays with one row per sample, got a scalar")
         if len(x) != len(y):
             raise XfbenchError(f"x and y have different lengths: {len(x)} vs {len(y)}")
-        if not 0 < test_fraction < 1:
-            raise XfbenchError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        if len(x) < 2:
+            raise XfbenchError(f"Dataset.split needs at least 2 samples (one for each split), got {len(x)}")
+        number_in("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+        seed = seed_value("Dataset.split seed", seed)
         order = np.random.default_rng(seed).permutation(len(x))
-        num_test = max(1, round(len(x) * test_fraction))
+        num_test = min(len(x) - 1, max(1, round(len(x) * test_fraction)))
         test, train = order[:num_test], order[num_test:]
         return cls(x[train], y[train], x[test], y[test])
 
@@ -253,8 +308,19 @@ class Task:
     shapes: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
+            raise XfbenchError(f"Task name must be a non-empty string without surrounding spaces, got {self.name!r}")
+        if "," in self.name:
+            raise XfbenchError(f"Task name {self.name!r} must not contain a comma (lists of tasks are comma-separated)")
+        if not isinstance(self.data, Dataset):
+            raise XfbenchError(f"Task data must be an xfbench.tasks.Dataset, got {type(self.data).__name__}")
+        if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+            raise XfbenchError(f"Task layers must be a sequence of layers, got {type(self.layers).__name__}")
+        if isinstance(self.metrics, str):
+            raise XfbenchError(f"Task metrics must be a tuple of names, e.g. ({self.metrics!r},), got a string")
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "seed", seed_value("Task seed", self.seed))
         _choice("loss", self.loss, LOSSES)
         for metric in self.metrics:
             _choice("metric", metric, METRICS)
@@ -263,12 +329,12 @@ class Task:
         if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
                                         or not math.isfinite(self.target)):
             raise XfbenchError(f"target must be a finite number (the test metric to reach) or None, got {self.target!r}")
-        if not isinstance(self.epochs, int) or self.epochs <= 0:
+        if not _is_int(self.epochs) or self.epochs <= 0:
             raise XfbenchError(f"epochs must be a positive int, got {self.epochs!r}")
         data = self.data
         if data.x_train.dtype != np.float32 or data.x_test.dtype != np.float32:
             raise XfbenchError("inputs must be float32 arrays; convert with x.astype('float32')")
-        if not isinstance(self.batch_size, int) or not 0 < self.batch_size <= len(data.x_train):
+        if not _is_int(self.batch_size) or not 0 < self.batch_size <= len(data.x_train):
             raise XfbenchError(
                 f"batch_size must be an int in [1, {len(data.x_train)}] (the training set size), got {self.batch_size!r}"
             )
@@ -367,6 +433,9 @@ def infer_shapes(input_shape: tuple[int, ...], layers: Sequence[Layer]) -> tuple
     """
     if not layers:
         raise XfbenchError("a task needs at least one layer")
+    if not input_shape or 0 in input_shape:
+        raise XfbenchError(f"each input sample needs a shape with no empty axis, e.g. (features,) or (height, width, "
+                           f"channels); got {tuple(input_shape)}")
     shapes = [tuple(input_shape)]
     for index, layer in enumerate(layers):
         shape = shapes[-1]
