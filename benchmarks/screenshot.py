@@ -27,8 +27,9 @@ def main() -> int:
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser_path is None:
         parser.error("no chromium on PATH (Debian: apt-get install chromium)")
-    import xfbench
     from playwright.sync_api import sync_playwright
+
+    import xfbench
     from xfbench import reports
 
     result = xfbench.load(args.result)
