@@ -57,26 +57,30 @@ def svg(figure: Figure) -> str:
 
 
 def _bars(group: Group, rows: list[Row], values: list[float], title: str, label: str, best: str | None,
-          errors: Any = None, log: bool = False, fmt: Any = None) -> Figure:
+          spread: tuple[list[float], list[float]] | None = None, log: bool = False, fmt: Any = None) -> Figure:
+    """Horizontal bars, one per row, in the backends' colours; ``spread`` = (below, above) error bars; the best
+    bar outlined and labelled."""
     figure = _figure(6.4, 0.9 + 0.42 * len(rows))
     axes = figure.add_subplot()
     names = [row.backend for row in rows]
     positions = np.arange(len(rows))[::-1]
     everyone = [row.backend for row in group.rows]
-    bars = axes.barh(positions, values, xerr=errors, color=[colour(name, everyone) for name in names],
+    bars = axes.barh(positions, values, xerr=None if spread is None else [spread[0], spread[1]],
+                     color=[colour(name, everyone) for name in names],
                      error_kw={"ecolor": "#444444", "capsize": 3, "linewidth": 1})
     axes.set_yticks(positions, names)
     axes.set_title(title, fontsize=11, loc="left")
     axes.set_xlabel(label)
     if log and min(values) > 0 and max(values) / min(values) > 8:
         axes.set_xscale("log")
-    for bar, name, value in zip(bars, names, values, strict=True):
+    beyond = [0.0] * len(rows) if spread is None else spread[1]
+    for bar, name, value, extra in zip(bars, names, values, beyond, strict=True):
         text = fmt(value) if fmt else f"{value:.3g}"
         if name == best:
             bar.set_edgecolor(BEST)
             bar.set_linewidth(2)
             text += "  ★ best"
-        axes.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
+        axes.annotate(text, (bar.get_width() + extra, bar.get_y() + bar.get_height() / 2), xytext=(5, 0),
                       textcoords="offset points", va="center", fontsize=8)
     axes.margins(x=0.25)
     axes.spines[["top", "right"]].set_visible(False)
@@ -104,7 +108,7 @@ def step_time(group: Group) -> Figure | None:
         high.append(max(0.0, q75 - step.median))  # type: ignore[union-attr]
     return _bars(group, rows, medians, f"Step time: {group.title} (lower is better)",
                  "ms per training step (median; bars: interquartile range)", group.best_step,
-                 errors=[low, high], log=True, fmt=numbers.step_time)
+                 spread=(low, high), log=True, fmt=numbers.step_time)
 
 
 def throughput(group: Group) -> Figure | None:
@@ -128,7 +132,7 @@ def quality(group: Group) -> Figure | None:
     values = [row.value for row in rows]
     errors = [row.std or 0.0 for row in rows]
     figure = _bars(group, rows, values, f"{group.metric_label.capitalize()} on the test split: {group.title} "  # type: ignore[arg-type]
-                   "(higher is better)", group.metric_label, group.best_value, errors=errors,
+                   "(higher is better)", group.metric_label, group.best_value, spread=(errors, errors),
                    fmt=lambda v: f"{v:.4f}")
     axes = figure.axes[0]
     top = max(v + e for v, e in zip(values, errors, strict=True))  # type: ignore[operator]
@@ -224,9 +228,8 @@ def distribution(group: Group) -> Figure | None:
     flat = [value for values in data for value in values]
     if min(flat) > 0 and max(flat) / min(flat) > 8:
         axes.set_xscale("log")
-    axes.set_title(f"Step-time distribution: {group.title} (every timed block; lower is better)", fontsize=11,
-                   loc="left")
-    axes.set_xlabel("ms per step of one timed block")
+    axes.set_title(f"Step-time distribution: {group.title} (lower is better)", fontsize=11, loc="left")
+    axes.set_xlabel("ms per step of each timed block (box: quartiles)")
     axes.spines[["top", "right"]].set_visible(False)
     return figure
 
