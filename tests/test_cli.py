@@ -29,7 +29,7 @@ def test_no_command_prints_help_and_exits_2():
     assert done.stdout.startswith("usage: xfbench")
 
 
-BACKEND_ERROR = "xfbench: error: unknown backend 'pytorch'; choose one of: jax, tf-eager, tf-graph, torch"
+BACKEND_ERROR = "xfbench: error: unknown backend 'pytorch'; choose one of: jax, tf-eager, tf-graph, tf-xla, torch"
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -57,8 +57,7 @@ def tasks(draw) -> Task:
                 metrics=("accuracy",) if loss != "mse" else ("r2", "mse"), seed=draw(st.integers(0, 3)))
 
 
-INSTALLED = [name for name in ("tf-graph", "tf-eager", "torch", "jax")
-             if backends.get(name).unavailable_reason() is None]
+INSTALLED = [name for name in sorted(backends.BUILTIN) if backends.get(name).unavailable_reason() is None]
 
 
 @pytest.mark.skipif(not INSTALLED, reason="no framework installed")

@@ -37,7 +37,8 @@ def _add_matrix_arguments(parser: argparse.ArgumentParser, all_tasks: bool = Fal
     parser.add_argument("--tasks", help=f"comma-separated built-in tasks: {', '.join(task_names())} "
                                         f"(default: {default_tasks})")
     parser.add_argument("--backends", help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, "
-                                           f"jax (jit) (default: {','.join(DEFAULT_BACKENDS)})")
+                                           "jax (jit), tf-xla (tf.function with XLA for every model), or all "
+                                           f"(default: {','.join(DEFAULT_BACKENDS)})")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
 
 

@@ -6,7 +6,7 @@ Rule: importing ``xfbench`` (or this module) imports no framework. A backend's m
 Example:
     >>> from xfbench.backends import backend_names
     >>> backend_names()
-    ['jax', 'tf-eager', 'tf-graph', 'torch']
+    ['jax', 'tf-eager', 'tf-graph', 'tf-xla', 'torch']
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
     "tf-graph": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True}),
     "tf-eager": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": False}),
+    "tf-xla": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True, "xla": True}),
     "torch": ("xfbench.backends.torch:TorchBackend", {}),
     "jax": ("xfbench.backends.jax:JaxBackend", {}),
 }

@@ -50,6 +50,11 @@ class Trainer(ABC):
     def get_weights(self) -> Weights:
         """The current weights in the neutral layout (kernels HWIO / (in, out), float32)."""
 
+    def describe(self) -> dict[str, Any]:
+        """What was actually built, recorded in the cell's fingerprint over the backend's own: e.g. whether the
+        step was compiled and with what, the memory format. Asked after ``build``, so it says what ran."""
+        return {}
+
     def compile_count(self) -> int | None:
         """How many times the step has been traced/compiled so far; None where there is no compilation."""
         return None

@@ -166,6 +166,9 @@ class JaxTrainer(Trainer):
     def get_weights(self) -> Weights:
         return {name: np.asarray(value) for name, value in self.params.items()}
 
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "jax.jit (XLA), params and optimizer state donated"}
+
     def compile_count(self) -> int | None:
         return int(self._step._cache_size())
 

@@ -1,5 +1,6 @@
-"""TensorFlow adapter: one class, two modes. ``graph=True`` runs the step in ``tf.function`` (tf-graph),
-``graph=False`` runs the same step eagerly (tf-eager).
+"""TensorFlow adapter: one class, three modes. ``graph=True`` runs the step in ``tf.function`` (tf-graph: with XLA
+where that is faster, see :func:`use_xla`), ``graph=False`` runs the same step eagerly (tf-eager), and
+``xla=True`` compiles the tf.function step with XLA (``jit_compile=True``) for every model (tf-xla).
 
 The idiom is raw ``tf.nn`` ops on ``tf.Variable``s (not Keras layers: measured faster in eager mode) in NHWC/HWIO,
 TensorFlow's native layout and the neutral one. The optimizer update is one fused kernel per variable:
@@ -68,7 +69,7 @@ def use_xla(task: Task, device: str) -> bool:
 
 
 class TensorFlowTrainer(Trainer):
-    def __init__(self, task: Task, device: str, weights: Weights, graph: bool) -> None:
+    def __init__(self, task: Task, device: str, weights: Weights, graph: bool, xla: bool | None = None) -> None:
         import tensorflow as tf
 
         self._tf = tf
@@ -105,7 +106,7 @@ class TensorFlowTrainer(Trainer):
                                   epsilon=tf.constant(opt.epsilon, tf.float32),
                                   log_beta1_f64=adam["log_beta1"], log_beta2_f64=adam["log_beta2"])
         self.host_step = 0
-        self.jit_compile = graph and use_xla(task, device)
+        self.jit_compile = graph and (use_xla(task, device) if xla is None else xla)
         self._step = tf.function(self._step_impl, jit_compile=self.jit_compile) if graph else self._step_impl
         self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
         self._predict = tf.function(self.forward) if graph else self.forward
@@ -179,6 +180,12 @@ class TensorFlowTrainer(Trainer):
     def get_weights(self) -> Weights:
         return {name: var.numpy() for name, var in self.variables.items()}
 
+    def describe(self) -> dict[str, Any]:
+        if not self.graph:
+            return {"mode": "eager", "xla": False}
+        return {"mode": "graph (tf.function" + (", XLA jit_compile)" if self.jit_compile else ")"),
+                "xla": bool(self.jit_compile)}
+
     def compile_count(self) -> int | None:
         return int(self._step.experimental_get_tracing_count()) if self.graph else None
 
@@ -194,10 +201,11 @@ class TensorFlowBackend(Backend):
     extra = "tensorflow"
     layout = "NHWC"
 
-    def __init__(self, graph: bool) -> None:
+    def __init__(self, graph: bool, xla: bool | None = None) -> None:
         self.graph = graph
+        self.xla = xla
         self.compiles = graph
-        self.name = "tf-graph" if graph else "tf-eager"
+        self.name = "tf-xla" if xla else "tf-graph" if graph else "tf-eager"
 
     def configure_threads(self, threads: int) -> None:
         super().configure_threads(threads)
@@ -240,7 +248,7 @@ class TensorFlowBackend(Backend):
         return {
             "dtype": "float32",
             "layout": self.layout,
-            "mode": ("graph (tf.function, XLA where it is faster: see use_xla)" if self.graph else "eager"),
+            "mode": "graph (tf.function)" if self.graph else "eager",  # the built trainer's describe() says more
             "matmul_precision": "tf32" if tf.config.experimental.tensor_float_32_execution_enabled() else "float32",
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -250,4 +258,4 @@ class TensorFlowBackend(Backend):
         }
 
     def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
-        return TensorFlowTrainer(task, "/GPU:0" if device_kind == "gpu" else "/CPU:0", weights, self.graph)
+        return TensorFlowTrainer(task, "/GPU:0" if device_kind == "gpu" else "/CPU:0", weights, self.graph, self.xla)

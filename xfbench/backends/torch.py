@@ -131,6 +131,9 @@ class TorchTrainer(Trainer):
         raw = {name: param.detach().cpu().numpy() for name, param in zip(self.names, self.params, strict=True)}
         return common.from_channels_first(self.task, raw)
 
+    def describe(self) -> dict[str, Any]:
+        return {"mode": "eager", "image_memory_format": "channels_last" if self.images else "contiguous (no images)"}
+
     def device_peak_mb(self) -> float | None:
         if self.device.type != "cuda":
             return None
@@ -179,7 +182,6 @@ class TorchBackend(Backend):
         return {
             "dtype": "float32",
             "layout": self.layout,
-            "image_memory_format": "channels_last",
             "matmul_precision": "float32" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
             "conv_precision": "float32" if not torch.backends.cudnn.allow_tf32 else "tf32",
             "intra_op_threads": torch.get_num_threads(),

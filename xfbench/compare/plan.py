@@ -111,10 +111,14 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
               relative_to: str | None = None, target: float | None = None) -> Plan:
     """Validate a request. Task entries are built-in names or :class:`Task` objects (users' own tasks).
 
-    Cheap checks come first, so a typo is reported before any data is loaded. ``target`` replaces every task's
+    Cheap checks come first, so a typo is reported before any data is loaded. ``backends="all"`` is every
+    registered backend (the default is the four base ones). ``target`` replaces every task's
     time-to-accuracy target.
     """
-    chosen_backends = [backends.check_name(name) for name in _names("backends", backends_, backends.DEFAULT_BACKENDS)]
+    names = _names("backends", backends_, backends.DEFAULT_BACKENDS)
+    if names == ["all"]:
+        names = backends.backend_names()
+    chosen_backends = [backends.check_name(name) for name in names]
     chosen_devices = _names("devices", devices, ("cpu",))
     for device in chosen_devices:
         if device not in DEVICES:

@@ -130,6 +130,8 @@ class Server:
                 from xfbench.compare.parity import cell_parity
 
                 reply["parity"] = cell_parity(self.backend, task, device_kind, parity)
+            if trainer is not None:
+                reply["fingerprint"].update(trainer.describe())
             if trainer is not None and message.get("measure", True):
                 self.timer = steady_state_timer(trainer, task)
                 reply["seconds_per_step"] = self.timer.warm_up(message.get("warmup_s", 0.3))
