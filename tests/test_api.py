@@ -325,3 +325,11 @@ def test_timing_options_are_checked_before_any_work(timing, message: str):
     with pytest.raises(XfbenchError) as caught:
         make_plan("regression", "torch", timing=timing)
     assert str(caught.value) == message
+
+
+def test_backends_all_is_every_registered_backend_and_the_default_is_the_base_four():
+    from xfbench.backends import backend_names
+
+    assert make_plan("regression", "all").backends == backend_names()
+    assert "tf-xla" in make_plan("regression", "all").backends
+    assert make_plan("regression").backends == ["tf-graph", "tf-eager", "torch", "jax"]
