@@ -108,8 +108,9 @@ class TensorFlowTrainer(Trainer):
         self.host_step = 0
         self.jit_compile = graph and (use_xla(task, device) if xla is None else xla)
         self._step = tf.function(self._step_impl, jit_compile=self.jit_compile) if graph else self._step_impl
-        self._grads = tf.function(self._grads_impl) if graph else self._grads_impl
-        self._predict = tf.function(self.forward) if graph else self.forward
+        # predictions and parity's gradients go through the same compiler as the step, so parity judges what trains
+        self._grads = tf.function(self._grads_impl, jit_compile=self.jit_compile) if graph else self._grads_impl
+        self._predict = tf.function(self.forward, jit_compile=self.jit_compile) if graph else self.forward
         self.x_batches: list[tf.Tensor] = []
         self.y_batches: list[tf.Tensor] = []
 
