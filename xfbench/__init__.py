@@ -63,18 +63,13 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         >>> result = xfbench.run(tasks="regression", backends=["torch", "jax"])  # doctest: +SKIP
         >>> print(xfbench.table(result))  # doctest: +SKIP
     """
-    from dataclasses import replace
-
     from xfbench.compare.plan import make_plan
     from xfbench.compare.session import execute
     from xfbench.compare.timing import TimingOptions
 
     options = timing or TimingOptions()
-    changes = {name: value for name, value in (("rounds", rounds), ("processes", processes)) if value is not None}
-    if sequential:
-        changes["schedule"] = "sequential"
-    if changes and isinstance(options, TimingOptions):
-        options = replace(options, **changes)
+    if isinstance(options, TimingOptions):  # anything else is refused by make_plan, in one line
+        options = options.changed(rounds=rounds, processes=processes, schedule="sequential" if sequential else None)
     plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=options, malloc=malloc,
                      relative_to=relative_to, target=target)
     if output is not None:

@@ -7,10 +7,11 @@ stderr; frameworks' log output never reaches the terminal (it stays in the worke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from xfbench.errors import XfbenchError
@@ -60,12 +61,15 @@ def _report_paths(args: argparse.Namespace) -> dict[str, str]:
     return {fmt: check_output(getattr(args, fmt)) for fmt in ("html", "md", "csv") if getattr(args, fmt, None) is not None}
 
 
-def _write_reports(result: Any, paths: dict[str, str], target: float | None = None) -> None:
+def _deliver(result: Any, paths: dict[str, str], output: str | None) -> None:
+    """After a run: write the report files asked for, and say where everything went (the JSON is already there)."""
     from xfbench import reports
 
     for fmt, path in paths.items():
-        reports.write(result, path, fmt, target)
+        reports.write(result, path, fmt)
         print(f"xfbench: {fmt} report written to {path}", file=sys.stderr)
+    if output:
+        print(f"xfbench: result written to {output}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,6 +201,17 @@ def _progress(quiet: bool, total: int = 0):
     return lambda message: print(f"xfbench: {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _showing_progress(quiet: bool, total: int) -> Iterator[Any]:
+    """:func:`_progress` for the length of a run; a live bar is closed however the run ends."""
+    progress = _progress(quiet, total)
+    try:
+        yield progress
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
+
+
 def _print(text: str) -> None:
     """Print to stdout; a closed stdout (``xfbench run | head -1``) is not an error: every file is written."""
     try:
@@ -212,7 +227,6 @@ RESUME_CONFLICTS = ("tasks", "backends", "devices", "threads", "epochs", "seeds"
 
 def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
     """The plan, output path and resume flag of ``xfbench run``, all checked before any work starts."""
-    from dataclasses import replace
 
     from xfbench.compare.journal import check_output
     from xfbench.compare.plan import make_plan
@@ -230,11 +244,8 @@ def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
         if previous is None:
             raise XfbenchError(f"nothing to resume at {output!r} (no result and no {output}.partial)")
         return plan_from_result(previous, output, args.timeout), output, True
-    options = TimingOptions()
-    changes = {"rounds": args.rounds, "processes": args.processes, "turn_s": args.turn_seconds, "order": args.order}
-    options = replace(options, **{key: value for key, value in changes.items() if value is not None})
-    if args.sequential:
-        options = replace(options, schedule="sequential")
+    options = TimingOptions().changed(rounds=args.rounds, processes=args.processes, turn_s=args.turn_seconds,
+                                      order=args.order, schedule="sequential" if args.sequential else None)
     plan = make_plan(args.tasks, args.backends, args.devices, args.threads, args.epochs,
                      600.0 if args.timeout is None else args.timeout, 1 if args.seeds is None else args.seeds,
                      timing=options, malloc=args.malloc or "steady", relative_to=args.relative_to, target=args.target)
@@ -250,28 +261,22 @@ def command_run(args: argparse.Namespace) -> int:
     check_format(args.format)
     plan, output, resume = _run_request(args)
     paths = _report_paths(args)
-    progress = _progress(args.quiet, plan.num_cells)
     try:
-        if args.parity:
-            from xfbench.compare.parity import ParityOptions, run_with_parity
+        with _showing_progress(args.quiet, plan.num_cells) as progress:
+            if args.parity:
+                from xfbench.compare.parity import ParityOptions, run_with_parity
 
-            result = run_with_parity(plan, ParityOptions(), progress, output=output)
-        else:
-            result = execute(plan, progress, output=output, resume=resume)
+                result = run_with_parity(plan, ParityOptions(), progress, output=output)
+            else:
+                result = execute(plan, progress, output=output, resume=resume)
     except KeyboardInterrupt:
         if output:
             print(f"xfbench: the cells finished so far are in {output}.partial; "
                   f"finish the run with: xfbench run --resume {output}", file=sys.stderr)
         raise
-    finally:
-        if hasattr(progress, "close"):
-            progress.close()  # type: ignore[union-attr]
-    _write_reports(result, paths)
-    if output:
-        print(f"xfbench: result written to {output}", file=sys.stderr)
+    _deliver(result, paths, output)
     _print(xfbench.table(result, args.format))
-    failed = [cell for cell in result.cells if cell.status in ("error", "diverged")]
-    return 1 if failed else 0
+    return 1 if any(cell.failed for cell in result.cells) else 0
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -296,8 +301,6 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from xfbench.compare.journal import check_output
     from xfbench.compare.plan import make_plan
     from xfbench.compare.session import execute
@@ -307,30 +310,21 @@ def command_sweep(args: argparse.Namespace) -> int:
 
     name, values = parse_param(args.param)
     tasks, config = sweep_tasks(args.task, name, values)
-    options = TimingOptions()
-    changes = {key: value for key, value in (("rounds", args.rounds), ("processes", args.processes))
-               if value is not None}
     plan = make_plan(tasks, args.backends, "cpu", args.threads, args.epochs, args.timeout,
-                     timing=replace(options, **changes))
+                     timing=TimingOptions().changed(rounds=args.rounds, processes=args.processes))
     output = check_output(args.json) if args.json is not None else None
     paths = _report_paths(args)
     plot = check_output(args.plot) if args.plot is not None else None
     if plot is not None and not plot.lower().endswith((".svg", ".png")):
         raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
-    progress = _progress(args.quiet, plan.num_cells)
-    try:
+    with _showing_progress(args.quiet, plan.num_cells) as progress:
         result = execute(plan, progress, output=output, config={**plan.describe(), "sweep": config})
-    finally:
-        if hasattr(progress, "close"):
-            progress.close()  # type: ignore[union-attr]
-    _write_reports(result, paths)
     if plot is not None:
         write_plot(result, plot)
         print(f"xfbench: plot written to {plot}", file=sys.stderr)
-    if output:
-        print(f"xfbench: result written to {output}", file=sys.stderr)
+    _deliver(result, paths, output)
     _print(render_text(result))
-    return 1 if any(cell.status in ("error", "diverged") for cell in result.cells) else 0
+    return 1 if any(cell.failed for cell in result.cells) else 0
 
 
 def command_parity(args: argparse.Namespace) -> int:

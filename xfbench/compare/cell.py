@@ -92,20 +92,19 @@ def build(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, floa
     return trainer, time.perf_counter() - start
 
 
-def build_train_evaluate(backend: Backend, task: Task, device_kind: str) -> tuple[Trainer, dict[str, float],
-                                                                                 dict[str, float]]:
+def build_train_evaluate(backend: Backend, task: Task, device_kind: str
+                         ) -> tuple[Trainer, dict[str, float], dict[str, float], list[dict[str, Any]]]:
     """Build the trainer from the task's initial weights, train it for the task's epochs and evaluate it.
 
-    Returns the trainer, its metrics and the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``), with
-    the training curve (one point per epoch) under ``curve``.
+    Returns the trainer, its metrics, the phase times (``build_s``, ``train_s``, ``first_step_s``, ``eval_s``) and the
+    training curve (one point per epoch).
     """
     trainer, build_s = build(backend, task, device_kind)
     curve: list[dict[str, Any]] = []
     phases = train(trainer, task, curve=curve)
     eval_start = time.perf_counter()
     metrics = evaluate(trainer, task)
-    return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start,
-                              "curve": curve}
+    return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start}, curve
 
 
 def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
@@ -116,9 +115,9 @@ def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
 
 def train_cell(backend: Backend, task: Task, device_kind: str, seeds: int = 1) -> tuple[Trainer, dict[str, Any]]:
     """Process 0 of a cell: train and evaluate ``task`` ``seeds`` times (the first seed's trainer is kept for
-    timing). Returns the trainer and ``metrics``, ``seed_metrics`` (with seeds > 1) and ``phases``."""
-    trainer, metrics, phases = build_train_evaluate(backend, task, device_kind)
-    curve = phases.pop("curve")
+    timing). Returns the trainer and ``metrics``, ``seed_metrics`` (with seeds > 1), ``curve`` (the first seed's)
+    and ``phases``."""
+    trainer, metrics, phases, curve = build_train_evaluate(backend, task, device_kind)
     out: dict[str, Any] = {"metrics": metrics, "seed_metrics": [], "curve": curve,
                            "phases": {**phases, "trained_epochs": task.epochs}}
     if seeds > 1:

@@ -80,8 +80,9 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is either its old or its new content, never a mix."""
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` so that the file is either its old or its new content,
+    never a mix."""
     path = os.fspath(path)
     folder = os.path.dirname(path)
     if folder:
@@ -89,8 +90,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder or ".")
     try:
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the usual permissions
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -145,8 +146,6 @@ class Journal:
 
 def read_partial(path: str) -> Result:
     """A result from a partial file (``complete`` is False); a torn last line is skipped."""
-    from xfbench.compare.result import Result
-
     header: dict[str, Any] | None = None
     cells: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as stream:
@@ -170,21 +169,26 @@ def read_partial(path: str) -> Result:
         raise XfbenchError(f"{path!r} is not an xfbench partial result (no header line)")
     data = {key: value for key, value in header.items() if key != "kind"}
     data["cells"] = cells
-    try:
-        result = Result.from_dict(data)
-    except XfbenchError as error:
-        raise XfbenchError(f"{path!r}: {error}") from None
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise XfbenchError(f"{path!r} is not a valid xfbench partial result: {type(error).__name__}: {error}") from None
+    result = _from_document(path, data, "partial result")
     result.complete = False
     return result
+
+
+def _from_document(path: str, data: Any, what: str = "result") -> Result:
+    """``Result.from_dict`` with every failure as one line naming the file."""
+    from xfbench.compare.result import Result
+
+    try:
+        return Result.from_dict(data)
+    except XfbenchError as error:
+        raise XfbenchError(f"{path!r}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape check_document does not cover
+        raise XfbenchError(f"{path!r} is not a valid xfbench {what}: {type(error).__name__}: {error}") from None
 
 
 def read_result(path: str | os.PathLike[str]) -> Result:
     """Read ``path`` (a result JSON, or a partial file); when ``PATH.partial`` exists beside a result, the partial
     file is the newer record of an unfinished run and is read instead."""
-    from xfbench.compare.result import Result
-
     path = os.fspath(path)
     if not path.endswith(PARTIAL_SUFFIX) and os.path.exists(partial_path(path)):
         return read_partial(partial_path(path))
@@ -202,10 +206,7 @@ def read_result(path: str | os.PathLike[str]) -> Result:
     except (OSError, UnicodeDecodeError) as error:
         raise XfbenchError(f"cannot read {path!r}: {error}") from error
     try:
-        return Result.from_json(text)
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise XfbenchError(f"{path!r} is not a JSON result: {error}") from error
-    except XfbenchError as error:
-        raise XfbenchError(f"{path!r}: {error}") from None
-    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape check_document does not cover
-        raise XfbenchError(f"{path!r} is not a valid xfbench result: {type(error).__name__}: {error}") from None
+    return _from_document(path, data)

@@ -182,7 +182,7 @@ def summary(parity: Parity) -> dict[str, Any]:
 
 def parity_failed(result: Result) -> bool:
     """True when a cell errored or failed its parity tolerances (``xfbench parity``'s exit code 1)."""
-    return any(cell.status in ("error", "diverged") or (cell.ok and not (cell.parity and cell.parity.passed))
+    return any(cell.failed or (cell.ok and not (cell.parity and cell.parity.passed))
                for cell in result.cells)
 
 

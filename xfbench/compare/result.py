@@ -28,6 +28,7 @@ from xfbench.machine import machine_info
 
 SCHEMA_VERSION = 3
 STATUSES = ("ok", "diverged", "unsupported", "error")
+FAILED = ("error", "diverged")  # statuses that fail a run (exit code 1) and its gates
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")
 
 
@@ -130,6 +131,10 @@ class Timing:
     @property
     def measured(self) -> bool:
         return self.step_ms is not None
+
+    def blocks(self) -> list[float]:
+        """Every timed block's ms per step, over all turns of all processes (what ``step_ms`` summarizes)."""
+        return [value for turn in self.turns for value in turn.block_ms]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,6 +271,11 @@ class Cell:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def failed(self) -> bool:
+        """It errored or diverged: the run (and any gate) fails; ``unsupported`` is not a failure."""
+        return self.status in FAILED
+
     def step_ms(self) -> float | None:
         """Median steady-state step time in ms, or None when not measured."""
         return self.timing.step_ms.median if self.timing.step_ms else None
@@ -287,9 +297,7 @@ class Cell:
         values["timing"] = Timing.from_dict(values.get("timing") or {})
         values["memory"] = Memory(**_pick(Memory, values.get("memory") or {}))
         values["parity"] = Parity.from_dict(values["parity"]) if values.get("parity") else None
-        values["curve"] = [EpochPoint(**_pick(EpochPoint, point)) for point in values.get("curve") or []
-                           if isinstance(point, dict)]
-        return cls(**values)
+        return cls(**values)  # __post_init__ types the curve
 
 
 # ------------------------------------------------------------------------------------------ comparisons

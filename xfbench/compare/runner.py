@@ -303,9 +303,8 @@ def assemble(state: CellState, plan: Plan) -> Cell:
             peak_rss_mb=released.get("peak_rss_mb", prepared.get("peak_rss_mb")),
         ))
     if state.turns:
-        blocks = [value for turn in state.turns for value in turn.block_ms]
         timing.turns = state.turns
-        timing.step_ms = StepStats.of(blocks)
+        timing.step_ms = StepStats.of(timing.blocks())
         timing.block_steps = state.block_steps
         timing.timed_steps = sum(reply["steps"] for reply in state.turn_replies)
         timing.samples_per_s = state.task.batch_size / (timing.step_ms.median / 1e3)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from xfbench.backends.base import Trainer
@@ -50,6 +50,15 @@ class TimingOptions:
         values = {"warmup_s": 0.02, "min_block_s": 0.005, "turn_s": 0.01, "min_blocks": 2, "rounds": 3,
                   "warmup_rounds": 0, "processes": 1, **changes}
         return cls(**values)
+
+    def changed(self, **values: Any) -> TimingOptions:
+        """A copy with the given fields changed; a value of None leaves its field as it is (a flag not given).
+
+        Example:
+            >>> TimingOptions().changed(rounds=20, processes=None).rounds
+            20
+        """
+        return replace(self, **{key: value for key, value in values.items() if value is not None})
 
     def describe(self) -> dict[str, Any]:
         """The measurement settings, recorded in each cell."""

@@ -132,10 +132,10 @@ class Server:
                 reply["parity"] = cell_parity(self.backend, task, device_kind, parity)
             if trainer is not None:
                 reply["fingerprint"].update(trainer.describe())
-            if trainer is not None and message.get("measure", True):
-                self.timer = steady_state_timer(trainer, task)
-                reply["seconds_per_step"] = self.timer.warm_up(message.get("warmup_s", 0.3))
-                reply["compiles"] = trainer.compile_count()
+                if message.get("measure", True):
+                    self.timer = steady_state_timer(trainer, task)
+                    reply["seconds_per_step"] = self.timer.warm_up(message.get("warmup_s", 0.3))
+                    reply["compiles"] = trainer.compile_count()
             reply["peak_rss_mb"] = peak_rss_mb()
             reply["device_peak_mb"] = trainer.device_peak_mb() if trainer is not None else None
         except DivergedError as diverged:  # not a failure of xfbench or the framework: of the training itself

@@ -87,10 +87,6 @@ def _bars(group: Group, rows: list[Row], values: list[float], title: str, label:
     return figure
 
 
-def _blocks(row: Row) -> list[float]:
-    return [value for turn in row.cell.timing.turns for value in turn.block_ms]
-
-
 def step_time(group: Group) -> Figure | None:
     """Median ms per step per backend, with the interquartile range of the timed blocks as error bars."""
     from xfbench.reports import numbers
@@ -101,7 +97,7 @@ def step_time(group: Group) -> Figure | None:
     medians, low, high = [], [], []
     for row in rows:
         step = row.cell.timing.step_ms
-        blocks = _blocks(row)
+        blocks = row.cell.timing.blocks()
         q25, q75 = np.percentile(blocks, [25, 75]) if blocks else (step.median, step.median)  # type: ignore[union-attr]
         medians.append(step.median)  # type: ignore[union-attr]
         low.append(max(0.0, step.median - q25))  # type: ignore[union-attr]
@@ -208,14 +204,14 @@ def curves(group: Group) -> Figure | None:
 
 def distribution(group: Group) -> Figure | None:
     """Every timed block's ms per step, per backend: a box (quartiles) with the blocks as dots."""
-    rows = [row for row in group.rows if row.cell.ok and _blocks(row)]
+    rows = [row for row in group.rows if row.cell.ok and row.cell.timing.blocks()]
     if not rows:
         return None
     figure = _figure(6.4, 0.9 + 0.42 * len(rows))
     axes = figure.add_subplot()
     positions = np.arange(len(rows))[::-1]
     everyone = [row.backend for row in group.rows]
-    data = [_blocks(row) for row in rows]
+    data = [row.cell.timing.blocks() for row in rows]
     boxes = axes.boxplot(data, positions=positions, orientation="horizontal", widths=0.5, showfliers=False,
                          patch_artist=True, medianprops={"color": "black"})
     rng = np.random.default_rng(0)

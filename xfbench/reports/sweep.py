@@ -71,18 +71,9 @@ def write_plot(result: Result, path: str) -> None:
 
     from xfbench.compare.journal import write_atomic
 
-    chart = figure(result)
+    buffer = io.BytesIO()
     if path.lower().endswith(".png"):
-        import os
-        import tempfile
-
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".png")
-        os.close(handle)
-        chart.savefig(temporary, format="png", dpi=120)
-        os.replace(temporary, path)
-        return
-    buffer = io.StringIO()
-    chart.savefig(buffer, format="svg", metadata={"Date": None})
+        figure(result).savefig(buffer, format="png", dpi=120)
+    else:
+        figure(result).savefig(buffer, format="svg", metadata={"Date": None})
     write_atomic(path, buffer.getvalue())
