@@ -1,4 +1,4 @@
-"""The ``xfbench`` command line: ``run``, ``report``, ``sweep``, ``parity`` and ``list``.
+"""The ``xfbench`` command line: ``run``, ``report``, ``sweep``, ``parity``, ``ab``, ``check``, ``history`` and ``list``.
 
 Rules: bad input is one line on stderr naming the valid choices, exit code 2; tables go to stdout, progress to
 stderr; frameworks' log output never reaches the terminal (it stays in the worker logs).
@@ -27,6 +27,15 @@ EPILOG_RUN = """examples:
 how it times: after training, the workers of a task stay alive and take timing turns in rounds, one worker at a
 time in a rotating order, so the machine's drift hits every backend alike; each backend's step time is then given
 relative to the fastest (or --relative-to) from turns of the same round, with a 95% confidence interval.
+"""
+
+
+EPILOG_AB = """examples:
+  xfbench ab --base-python base/bin/python --head-python head/bin/python --tasks mlp
+  xfbench ab --base-python base/bin/python --head-python head/bin/python --md "$GITHUB_STEP_SUMMARY" --save
+  xfbench ab --base-python .venv/bin/python --head-python .venv/bin/python --tasks mlp --inject-slowdown 0.2
+
+exit codes: 0 no confirmed regression, 1 a confirmed regression (named on stderr), 2 bad input.
 """
 
 
@@ -81,7 +90,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xfbench.compare.ab import DEFAULT_PAIRS
+    from xfbench.compare.ab import DEFAULT_TIMING as AB_TIMING
     from xfbench.compare.timing import TimingOptions
+    from xfbench.store import STORE_ENV
 
     parser = _Parser(
         prog="xfbench",
@@ -135,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", default="simple", help="table format for tabulate, e.g. github (default: "
                                                         "%(default)s)")
     _add_report_arguments(run)
+    _add_store_arguments(run)
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     report = commands.add_parser(
@@ -186,8 +199,88 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(default: %(default)s)")
     parity.add_argument("--timeout", type=float, default=600.0, help="seconds per cell (default: %(default)s)")
 
+    ab = commands.add_parser(
+        "ab", help="CI gate: time the same matrix in two environments together and flag regressions",
+        description="Run the same tasks and backends in two Python environments (base and head: two commits, two\n"
+                    "torch versions), with a base and a head worker of each cell alive together taking alternating\n"
+                    "turns, over several fresh process pairs. Per cell: the head/base step-time ratio with a 95%\n"
+                    "interval, a one-sided t-test over process pairs, Holm correction across cells and a minimum\n"
+                    "effect. Verdicts: regression, improvement, no change, too noisy to decide. Exit code 1 only on\n"
+                    "a confirmed regression.",
+        epilog=EPILOG_AB, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ab.add_argument("--base-python", required=True, metavar="PATH", help="the base environment's interpreter")
+    ab.add_argument("--head-python", required=True, metavar="PATH", help="the head environment's interpreter")
+    _add_matrix_arguments(ab)
+    ab.add_argument("--threads", type=int, help="threads per framework (default: all usable cores)")
+    ab.add_argument("--epochs", type=int, help="override every task's number of epochs")
+    ab.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="fresh base/head process pairs per cell: the "
+                                                                     "unit of replication (default: %(default)s)")
+    ab.add_argument("--rounds", type=int, help=f"alternating turns per arm in each pair (default: "
+                                               f"{AB_TIMING.rounds})")
+    ab.add_argument("--turn-seconds", type=float, help=f"timed seconds per turn (default: {AB_TIMING.turn_s})")
+    _add_gate_arguments(ab)
+    ab.add_argument("--timeout", type=float, default=600.0, help="seconds per worker command (default: %(default)s)")
+    ab.add_argument("--md", metavar="PATH", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY; appended "
+                                                 "to when it exists)")
+    _add_store_arguments(ab)
+    ab.add_argument("--inject-slowdown", metavar="F", help="TEST ONLY: make the head's timed blocks F longer with "
+                                                           "real busy work (0.2, or torch=0.2,jax=0.1), to check the "
+                                                           "gate catches it (benchmarks/validate_gate.py)")
+    ab.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    check = commands.add_parser(
+        "check", help="compare a result against a baseline result (weaker evidence than ab)",
+        description="Compare every cell of RESULT with the same cell of a baseline result, from their saved timed\n"
+                    "turns: the ratio of medians with a bootstrap interval and a Mann-Whitney U test, Holm across\n"
+                    "cells, a minimum effect. The runs were timed apart, so drift and process offsets are not\n"
+                    "cancelled: weaker evidence than xfbench ab. Exit code 1 on a confirmed regression.",
+        epilog="example:\n  xfbench check results/latest.json --baseline results/main.json --md $GITHUB_STEP_SUMMARY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("result", help="the new result JSON")
+    check.add_argument("--baseline", required=True, metavar="PATH", help="the baseline result JSON")
+    _add_gate_arguments(check)
+    check.add_argument("--md", metavar="PATH", help="write a Markdown summary (appended to when it exists)")
+
+    history = commands.add_parser(
+        "history", help="the trend of cells over saved runs, with change points",
+        description="Every saved run (xfbench run --save) of the matching cells, oldest first, from comparable runs\n"
+                    "only (same CPU model, cores, threads and task size as the newest; the rest are counted), with\n"
+                    "change points found by PELT (the ruptures library) flagged.",
+        epilog="examples:\n  xfbench history --task mlp\n  xfbench history --task cnn28 --backend torch --plot torch.svg\n"
+               "  xfbench history --since 2026-11-01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    history.add_argument("--task", help="only this task")
+    history.add_argument("--backend", help="only this backend")
+    history.add_argument("--device", help="only this device kind (cpu, gpu)")
+    history.add_argument("--since", metavar="DATE", help="only runs created on or after DATE (ISO, e.g. 2026-11-01)")
+    history.add_argument("--min-effect", type=float, default=0.05, help="smallest change flagged (default: 0.05)")
+    history.add_argument("--plot", metavar="PATH", help="write the chart (.svg or .png)")
+    history.add_argument("--store", metavar="PATH", help=f"the results store (default: ${STORE_ENV}, else "
+                                                         "~/.local/share/xfbench/results.sqlite)")
+
     commands.add_parser("list", help="built-in tasks, backends (installed or not, versions) and their devices")
     return parser
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    from xfbench.store import STORE_ENV
+
+    parser.add_argument("--save", action="store_true", help="append this run, with its git commit, versions and "
+                                                            "machine, to the results store")
+    parser.add_argument("--store", metavar="PATH", help=f"the results store (SQLite; default: ${STORE_ENV}, else "
+                                                        "~/.local/share/xfbench/results.sqlite)")
+
+
+def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    from xfbench.compare.gate import ALPHA, MIN_EFFECT
+
+    parser.add_argument("--min-effect", type=float, default=MIN_EFFECT, help="smallest slowdown that counts as a "
+                                                                             "regression (default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise false-alarm level across cells, "
+                                                                   "Holm-corrected (default: %(default)s)")
 
 
 def _progress(quiet: bool, total: int = 0):
@@ -261,6 +354,7 @@ def command_run(args: argparse.Namespace) -> int:
     check_format(args.format)
     plan, output, resume = _run_request(args)
     paths = _report_paths(args)
+    store = _open_store(args)
     try:
         with _showing_progress(args.quiet, plan.num_cells) as progress:
             if args.parity:
@@ -275,8 +369,146 @@ def command_run(args: argparse.Namespace) -> int:
                   f"finish the run with: xfbench run --resume {output}", file=sys.stderr)
         raise
     _deliver(result, paths, output)
+    _save(store, result, "run")
     _print(xfbench.table(result, args.format))
     return 1 if any(cell.failed for cell in result.cells) else 0
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    """The results store when ``--save`` asks for it, opened (and created) before any work starts."""
+    if not getattr(args, "save", False):
+        if getattr(args, "store", None) is not None:
+            raise XfbenchError("--store names where --save writes; add --save")
+        return None
+    from xfbench.store import Store
+
+    return Store(args.store)
+
+
+def _save(store: Any, result: Any, kind: str) -> None:
+    if store is not None:
+        run_id = store.save(result, kind)
+        print(f"xfbench: saved as run {run_id} in {store.path}", file=sys.stderr)
+        store.close()
+
+
+def _gate_settings(args: argparse.Namespace) -> None:
+    import math
+
+    if not (isinstance(args.min_effect, float) and math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
+        raise XfbenchError(f"--min-effect must be a fraction from 0 to 1 (e.g. 0.05 for 5%), got {args.min_effect}")
+    if not (math.isfinite(args.alpha) and 0 < args.alpha < 0.5):
+        raise XfbenchError(f"--alpha must be between 0 and 0.5 (e.g. 0.05), got {args.alpha}")
+
+
+def _write_summary(path: str | None, text: str) -> None:
+    """Markdown to ``path``: appended when it exists ($GITHUB_STEP_SUMMARY collects several steps), else created."""
+    if path is None:
+        return
+    if os.path.exists(path):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+    else:
+        from xfbench.compare.journal import write_atomic
+
+        write_atomic(path, text)
+    print(f"xfbench: summary written to {path}", file=sys.stderr)
+
+
+def _report_regressions(verdicts: list[Any]) -> int:
+    from xfbench.compare.gate import exit_code
+
+    for item in verdicts:
+        if item.verdict == "regression":
+            print(f"xfbench: regression: {item.task} on {item.backend}/{item.device}: {item.reason}", file=sys.stderr)
+    return exit_code(verdicts)
+
+
+def command_ab(args: argparse.Namespace) -> int:
+    from xfbench.compare.ab import DEFAULT_TIMING, check_slowdown, probe_arm, run_ab
+    from xfbench.compare.journal import check_output
+    from xfbench.compare.plan import _positive, make_plan
+    from xfbench.compare.timing import SLOWDOWN_ENV
+    from xfbench.reports.gate import render_markdown, render_text
+
+    _gate_settings(args)
+    pairs = _positive("pairs", args.pairs)
+    if pairs < 2:
+        raise XfbenchError(f"--pairs must be at least 2 (the process pair is the unit of replication), got {pairs}")
+    slowdown = check_slowdown(args.inject_slowdown)
+    plan = make_plan(args.tasks, args.backends, "cpu", args.threads, args.epochs, args.timeout,
+                     timing=DEFAULT_TIMING.changed(rounds=args.rounds, turn_s=args.turn_seconds, processes=pairs))
+    output = check_output(args.json) if args.json is not None else None
+    summary = check_output(args.md) if args.md is not None else None
+    store = _open_store(args)
+    base = probe_arm("base", args.base_python)
+    head = probe_arm("head", args.head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    with _showing_progress(args.quiet, plan.num_cells) as progress:
+        outcome = run_ab(plan, base, head, pairs, args.min_effect, args.alpha, progress, output)
+    title = "xfbench ab"
+    evidence = "base and head timed together in alternating turns"
+    _write_summary(summary, render_markdown(outcome.verdicts, outcome.config, title, evidence, outcome.arms))
+    if output:
+        print(f"xfbench: comparison written to {output}", file=sys.stderr)
+    _save(store, outcome, "ab")
+    _print(render_text(outcome.verdicts, outcome.config, title, evidence))
+    return _report_regressions(outcome.verdicts)
+
+
+def command_check(args: argparse.Namespace) -> int:
+    import xfbench
+    from xfbench.compare.gate import CHECK_METHOD, check_verdicts
+    from xfbench.compare.journal import check_output
+    from xfbench.reports.gate import render_markdown, render_text
+
+    _gate_settings(args)
+    summary = check_output(args.md) if args.md is not None else None
+    result, baseline = xfbench.load(args.result), xfbench.load(args.baseline)
+    verdicts = check_verdicts(baseline, result, args.min_effect, args.alpha)
+    config = {"min_effect": args.min_effect, "alpha": args.alpha, "threads": result.config.get("threads")}
+    evidence = "WEAKER EVIDENCE than xfbench ab: " + CHECK_METHOD
+    title = "xfbench check"
+    machines = [(item.machine or {}).get("cpu") for item in (baseline, result)]
+    if machines[0] != machines[1]:
+        evidence += f"; the runs are from different CPUs ({machines[0]} vs {machines[1]})"
+    _write_summary(summary, render_markdown(verdicts, config, title, evidence))
+    _print(render_text(verdicts, config, title, evidence))
+    return _report_regressions(verdicts)
+
+
+def command_history(args: argparse.Namespace) -> int:
+    import datetime
+    import math
+
+    from xfbench.compare.history import series
+    from xfbench.compare.journal import check_output
+    from xfbench.reports.history import figure, render_text
+    from xfbench.reports.plots import write_figure
+    from xfbench.store import Store
+
+    since = None
+    if args.since is not None:
+        try:
+            since = datetime.datetime.fromisoformat(args.since).isoformat()
+        except ValueError:
+            raise XfbenchError(f"--since {args.since!r} is not a date; give an ISO date such as 2026-11-01") from None
+    if not (math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
+        raise XfbenchError(f"--min-effect must be a fraction from 0 to 1, got {args.min_effect}")
+    plot = check_output(args.plot) if args.plot is not None else None
+    if plot is not None and not plot.lower().endswith((".svg", ".png")):
+        raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
+    from xfbench.store import default_path
+
+    path = args.store or default_path()
+    if not os.path.exists(path):
+        raise XfbenchError(f"no results store at {path!r}; save runs into it with: xfbench run --save")
+    with Store(path) as store:
+        items = series(store.history(args.task, args.backend, args.device, since), args.min_effect)
+    _print(render_text(items))
+    if plot is not None:
+        write_figure(figure(items), plot)
+        print(f"xfbench: plot written to {plot}", file=sys.stderr)
+    return 0
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -388,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         commands = {"run": command_run, "report": command_report, "sweep": command_sweep, "parity": command_parity,
-                    "list": command_list}
+                    "ab": command_ab, "check": command_check, "history": command_history, "list": command_list}
         return commands[args.command](args)
     except XfbenchError as error:
         print(f"xfbench: error: {error}", file=sys.stderr)

@@ -107,10 +107,11 @@ def build_train_evaluate(backend: Backend, task: Task, device_kind: str
     return trainer, metrics, {"build_s": build_s, **phases, "eval_s": time.perf_counter() - eval_start}, curve
 
 
-def steady_state_timer(trainer: Trainer, task: Task) -> StepTimer:
-    """The timer for steady-state steps after training: the batches of the epoch after the last trained one."""
+def steady_state_timer(trainer: Trainer, task: Task, slowdown: float = 0.0) -> StepTimer:
+    """The timer for steady-state steps after training: the batches of the epoch after the last trained one
+    (``slowdown``: the test-only injected slowdown of ``compare.timing``)."""
     trainer.set_epoch(task.epoch_order(task.epochs))
-    return StepTimer(trainer, task.steps_per_epoch)
+    return StepTimer(trainer, task.steps_per_epoch, slowdown)
 
 
 def train_cell(backend: Backend, task: Task, device_kind: str, seeds: int = 1) -> tuple[Trainer, dict[str, Any]]:

@@ -93,13 +93,20 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass
 class WorkerSpec:
-    """One worker: a backend on a device with ``threads`` threads, able to prepare any of ``tasks`` (by index)."""
+    """One worker: a backend on a device with ``threads`` threads, able to prepare any of ``tasks`` (by index).
+
+    ``python``: the interpreter to run it with (another virtual environment, for ``xfbench ab``); that environment's
+    own installed xfbench serves the worker. None: this interpreter and this xfbench. ``env``: extra environment
+    variables for the worker.
+    """
 
     backend: str
     device: str
     threads: int
     tasks: list[Task] = field(default_factory=list)
     malloc: str = DEFAULT_POLICY
+    python: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class WorkerHandle(ABC):
@@ -192,13 +199,15 @@ class LocalWorker(WorkerHandle):
             pickle.dump(spec, handle)
         command_read, command_write = os.pipe()
         event_read, event_write = os.pipe()
-        env = worker_env(spec.malloc, os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        env = worker_env(spec.malloc, {**os.environ, **spec.env})
+        if spec.python is None:  # another interpreter imports its own environment's xfbench, not this one
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
         env["XFBENCH_PARENT_PID"] = str(os.getpid())
         try:
             with open(self.log_path, "wb") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "xfbench.compare.worker", self.job_path, str(command_read), str(event_write)],
+                    [spec.python or sys.executable, "-m", "xfbench.compare.worker", self.job_path, str(command_read),
+                     str(event_write)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     pass_fds=(command_read, event_write), env=env, start_new_session=True,
                 )

@@ -15,11 +15,17 @@ Protocol (recorded in every result cell under ``timing.protocol``):
   back to back, one backend after another;
 - a trace/compile during timed blocks (the backend's compile counter moved) is reported as ``recompiles``;
 - the process's minor page faults during timed blocks, per step, as ``page_faults_per_step``.
+
+Test-only knob: ``XFBENCH_TEST_SLOWDOWN`` (a fraction such as ``0.1``, or per backend ``torch=0.1,jax=0.2``) makes
+every timed block of a worker that fraction longer with real busy work on the worker's own thread (never a sleep),
+so a gate's detection power can be measured against a known slowdown (``benchmarks/validate_gate.py``,
+``xfbench ab --inject-slowdown``). Every turn reports the fraction it used; a result carries it in each turn reply.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -84,13 +90,46 @@ def minor_page_faults() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-class StepTimer:
-    """Runs a trainer's steady-state steps in synced blocks, cycling through the current epoch's batches."""
+SLOWDOWN_ENV = "XFBENCH_TEST_SLOWDOWN"
 
-    def __init__(self, trainer: Trainer, steps_per_epoch: int) -> None:
+
+def injected_slowdown(backend: str, value: str | None = None) -> float:
+    """The test-only slowdown fraction ``XFBENCH_TEST_SLOWDOWN`` asks of ``backend`` (0.0 when unset).
+
+    Example:
+        >>> injected_slowdown("torch", "jax=0.2,torch=0.1"), injected_slowdown("jax", "0.05"), injected_slowdown("jax", "")
+        (0.1, 0.05, 0.0)
+    """
+    text = os.environ.get(SLOWDOWN_ENV, "") if value is None else value
+    text = text.strip()
+    if not text:
+        return 0.0
+    if "=" not in text:
+        return float(text)
+    for item in text.split(","):
+        name, _, fraction = item.partition("=")
+        if name.strip() == backend:
+            return float(fraction)
+    return 0.0
+
+
+def busy_until(deadline: float) -> None:
+    """Real CPU work on this thread until ``time.perf_counter()`` passes ``deadline`` (the injected slowdown)."""
+    value = 1.0
+    while time.perf_counter() < deadline:
+        for _ in range(200):
+            value = value * 1.0000001 + 1e-9
+
+
+class StepTimer:
+    """Runs a trainer's steady-state steps in synced blocks, cycling through the current epoch's batches.
+    ``slowdown``: the test-only injected slowdown (see the module's notes); 0.0 for every real measurement."""
+
+    def __init__(self, trainer: Trainer, steps_per_epoch: int, slowdown: float = 0.0) -> None:
         self.trainer = trainer
         self.steps_per_epoch = steps_per_epoch
         self.batch = 0
+        self.slowdown = slowdown
 
     def run(self, num_steps: int) -> None:
         """``num_steps`` steps with no host copies between them, then one device sync."""
@@ -113,6 +152,8 @@ class StepTimer:
         """Milliseconds per step of one synced block of ``block_steps`` steps."""
         start = time.perf_counter()
         self.run(block_steps)
+        if self.slowdown:
+            busy_until(start + (time.perf_counter() - start) * (1 + self.slowdown))
         return (time.perf_counter() - start) * 1e3 / block_steps
 
     def turn(self, block_steps: int, turn_s: float, min_blocks: int, untimed_blocks: int = 1) -> dict[str, Any]:
@@ -132,7 +173,7 @@ class StepTimer:
         faults = minor_page_faults()
         return {"block_ms": block_ms, "steps": block_steps * len(block_ms),
                 "page_faults": None if faults is None or faults_before is None else faults - faults_before,
-                "compiles": self.trainer.compile_count()}
+                "compiles": self.trainer.compile_count(), "injected_slowdown": self.slowdown}
 
 
 def block_steps_for(seconds_per_step: float, min_block_s: float) -> int:

@@ -13,7 +13,8 @@ scheduler -> worker                                         worker -> scheduler
 ``prepare``: task (index), process, seeds, measure,         ``prepared``: status, error, device_name,
 parity, warmup_s                                            fingerprint, metrics, seed_metrics, phases,
                                                             parity, seconds_per_step, compiles
-``turn``: block_steps, turn_s, min_blocks, untimed_blocks    ``turn``: block_ms, steps, page_faults, compiles
+``turn``: block_steps, turn_s, min_blocks, untimed_blocks    ``turn``: block_ms, steps, page_faults, compiles,
+                                                            injected_slowdown
 ``release``                                                 ``released``: peak_rss_mb, device_peak_mb,
                                                             compiles
 ``exit`` (or end of file)                                   (exits)
@@ -133,7 +134,9 @@ class Server:
             if trainer is not None:
                 reply["fingerprint"].update(trainer.describe())
                 if message.get("measure", True):
-                    self.timer = steady_state_timer(trainer, task)
+                    from xfbench.compare.timing import injected_slowdown
+
+                    self.timer = steady_state_timer(trainer, task, injected_slowdown(self.spec.backend))
                     reply["seconds_per_step"] = self.timer.warm_up(message.get("warmup_s", 0.3))
                     reply["compiles"] = trainer.compile_count()
             reply["peak_rss_mb"] = peak_rss_mb()

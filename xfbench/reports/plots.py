@@ -56,6 +56,18 @@ def svg(figure: Figure) -> str:
     return text[text.index("<svg"):]
 
 
+def write_figure(figure: Figure, path: str) -> None:
+    """A figure as SVG or PNG (by the file name), written atomically."""
+    from xfbench.compare.journal import write_atomic
+
+    buffer = io.BytesIO()
+    if path.lower().endswith(".png"):
+        figure.savefig(buffer, format="png", dpi=120)
+    else:
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    write_atomic(path, buffer.getvalue())
+
+
 def _bars(group: Group, rows: list[Row], values: list[float], title: str, label: str, best: str | None,
           spread: tuple[list[float], list[float]] | None = None, log: bool = False, fmt: Any = None) -> Figure:
     """Horizontal bars, one per row, in the backends' colours; ``spread`` = (below, above) error bars; the best

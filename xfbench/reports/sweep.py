@@ -67,13 +67,6 @@ def figure(result: Result) -> Figure:
 
 def write_plot(result: Result, path: str) -> None:
     """The log-log chart as SVG or PNG (by the file name), written atomically."""
-    import io
+    from xfbench.reports import plots
 
-    from xfbench.compare.journal import write_atomic
-
-    buffer = io.BytesIO()
-    if path.lower().endswith(".png"):
-        figure(result).savefig(buffer, format="png", dpi=120)
-    else:
-        figure(result).savefig(buffer, format="svg", metadata={"Date": None})
-    write_atomic(path, buffer.getvalue())
+    plots.write_figure(figure(result), path)

@@ -1,0 +1,295 @@
+"""``xfbench ab``: the same matrix in two environments (base and head), timed together, gated by a paired test.
+
+For every cell (task, backend, device) and every one of ``pairs`` fresh *process pairs*:
+1. a base worker (``--base-python``) and a head worker (``--head-python``) start together (they import their
+   frameworks at the same time), then prepare the cell one after the other: in the first pair each trains and evaluates it (its
+   accuracy is in the result), in the others each builds it and runs one priming epoch;
+2. the two take alternating timing turns (``compare.schedule`` with two participants: base-head, head-base, ...),
+   with the same ``block_steps`` in both arms and every pair (fixed from the first pair's estimates);
+3. both exit; the next pair starts fresh. The process pair is the unit of replication (``compare.gate``).
+Then ``compare.gate`` gives each cell a verdict. Nothing is shared between the arms but the task: each worker runs
+its own environment's xfbench and frameworks, so both arms must have an xfbench that speaks this worker protocol.
+
+Only the steady-state step time is gated. Training and phase times are recorded per arm but not compared: each
+arm's import ran beside the other's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xfbench.compare.executor import Executor, LocalExecutor, WorkerError, WorkerSpec
+from xfbench.compare.gate import AB_METHOD, ALPHA, MIN_EFFECT, Verdict, ab_verdicts, exit_code
+from xfbench.compare.plan import Plan
+from xfbench.compare.result import Result, Turn
+from xfbench.compare.runner import CellState, Progress, Runner, Slot, assemble
+from xfbench.compare.schedule import TurnRecord, run_rounds
+from xfbench.compare.timing import SLOWDOWN_ENV, TimingOptions, block_steps_for, injected_slowdown
+from xfbench.errors import XfbenchError
+from xfbench.machine import machine_info
+
+AB_SCHEMA_VERSION = 1
+DEFAULT_PAIRS = 5
+# Turns of one cell's two workers are 10 to 35% apart on this shared machine (2 cores, measured Dec 2026), so a
+# pair needs many rounds for its ratio to settle; 30 rounds of 0.1 s keep one task x four backends within minutes.
+DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1)
+ARMS = ("base", "head")
+PROBE = ("import json, platform, sys\n"
+         "import xfbench\n"
+         "from xfbench.machine import git_commit\n"
+         "print(json.dumps({'xfbench': xfbench.__version__, 'location': xfbench.__file__, 'commit': git_commit(),\n"
+         "                  'python_version': platform.python_version(), 'executable': sys.executable}))\n")
+
+
+@dataclass
+class Arm:
+    """One side of the comparison: an interpreter (its environment's xfbench and frameworks) and extra variables."""
+
+    name: str
+    python: str
+    env: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"python": self.python, "env": self.env, **self.info}
+
+
+def probe_arm(name: str, python: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> Arm:
+    """Check that ``python`` runs and imports xfbench (before any work starts); the arm with what it found."""
+    flag = f"--{name}-python"
+    if not python or not isinstance(python, str):
+        raise XfbenchError(f"{flag} is empty; give the interpreter of a virtual environment, e.g. base-env/bin/python")
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise XfbenchError(f"{flag} {python!r} is not an executable file; give e.g. base-env/bin/python")
+    try:
+        out = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise XfbenchError(f"{flag} {python!r} does not run: {error}") from None
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise XfbenchError(f"{flag} {python!r} cannot import xfbench ({last}); install it into that environment: "
+                           f"{python} -m pip install 'xfbench[all]'")
+    return Arm(name, python, dict(env or {}), json.loads(lines[-1]))
+
+
+def check_slowdown(value: str | None) -> str | None:
+    """The ``--inject-slowdown`` value (``0.2`` or ``torch=0.2,jax=0.1``), or the one-line error."""
+    if value is None:
+        return None
+    try:
+        names = [item.partition("=")[0].strip() for item in value.split(",")] if "=" in value else []
+        fractions = [injected_slowdown(name, value) for name in names] if names else [injected_slowdown("", value)]
+    except ValueError:
+        raise XfbenchError(f"--inject-slowdown {value!r}: give a fraction such as 0.2, or BACKEND=FRACTION,...") from None
+    if any(not 0 <= fraction <= 10 for fraction in fractions):
+        raise XfbenchError(f"--inject-slowdown {value!r}: each fraction must be between 0 and 10")
+    return value
+
+
+@dataclass
+class AbResult:
+    """An ``ab`` run: the base and head results (the same schema as ``xfbench run``'s), the arms, the verdicts."""
+
+    base: Result
+    head: Result
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
+    machine: dict[str, Any] = field(default_factory=machine_info)
+    complete: bool = True
+
+    def decide(self) -> None:
+        self.verdicts = ab_verdicts(self.base, self.head, self.config.get("min_effect", MIN_EFFECT),
+                                    self.config.get("alpha", ALPHA))
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.verdicts)
+
+    def regressions(self) -> list[Verdict]:
+        return [item for item in self.verdicts if item.verdict == "regression"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "xfbench-ab", "schema_version": AB_SCHEMA_VERSION, "created": self.created,
+                "complete": self.complete, "machine": self.machine, "config": self.config, "arms": self.arms,
+                "method": AB_METHOD, "verdicts": [item.to_dict() for item in self.verdicts],
+                "base": self.base.to_dict(), "head": self.head.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AbResult:
+        if not isinstance(data, dict) or data.get("kind") != "xfbench-ab":
+            raise XfbenchError("not an xfbench ab result (no \"kind\": \"xfbench-ab\")")
+        return cls(base=Result.from_dict(data["base"]), head=Result.from_dict(data["head"]),
+                   arms=data.get("arms", {}), config=data.get("config", {}),
+                   verdicts=[Verdict.from_dict(item) for item in data.get("verdicts", [])],
+                   created=data.get("created", ""), machine=data.get("machine", {}),
+                   complete=bool(data.get("complete", True)))
+
+    def save(self, path: str) -> None:
+        from xfbench.compare.journal import write_atomic
+
+        write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> AbResult:
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+
+@dataclass
+class ArmSlot(Slot):
+    """A slot of one arm: process ``process`` is the pair's index."""
+
+    arm: Arm | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.device} ({self.arm.name if self.arm else '?'})"
+
+
+class AbRunner(Runner):
+    """Runs every cell of ``plan`` in both arms, pair by pair; ``on_cell`` sees (base cell, head cell) as each
+    cell finishes."""
+
+    def __init__(self, plan: Plan, executor: Executor, progress: Progress, arms: tuple[Arm, Arm], pairs: int,
+                 on_pair: Callable[[Any, Any], None]) -> None:
+        super().__init__(plan, executor, progress, on_cell=lambda cell: None)
+        self.arms = arms
+        self.pairs = pairs
+        self.on_pair = on_pair
+
+    def _launch(self, slot: ArmSlot) -> None:
+        assert slot.arm is not None
+        slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, self.plan.tasks,
+                                                     self.plan.malloc, python=slot.arm.python, env=slot.arm.env))
+
+    def _start(self, slot: Slot, tasks: list[Any]) -> None:
+        if slot.worker is None:
+            self._launch(slot)  # type: ignore[arg-type]
+        if not slot.ready:
+            slot.ready = self._request(slot, None, "ready", "importing the framework")
+
+    def _prepare_both(self, slots: list[ArmSlot], states: dict[str, CellState], task_index: int, pair: int) -> None:
+        """Both workers import at once (an import is mostly one thread), then prepare one after the other: two
+        frameworks training at once on the same cores oversubscribe them (torch's tiny MLP trained 20x slower),
+        and the warm-up estimates the time per step that fixes the block size."""
+        what = "training" if pair == 0 else "priming"
+        self.progress(f"{states['base'].task.name} on {slots[0].backend}/{slots[0].device}: {what} base and head "
+                      f"(pair {pair + 1}/{self.pairs})")
+        message = {"op": "prepare", "task": task_index, "process": pair, "seeds": 1, "measure": True,
+                   "parity": None, "warmup_s": self.options.warmup_s}
+        for slot in slots:
+            try:
+                self._launch(slot)
+            except OSError as error:
+                states[slot.arm.name].fail("error", f"cannot start the worker: {error}")  # type: ignore[union-attr]
+        for slot in slots:
+            state = states[slot.arm.name]  # type: ignore[union-attr]
+            if slot.worker is None or state.status != "ok":
+                continue
+            try:
+                self._start(slot, self.plan.tasks)
+                reply = self._request(slot, message, "prepared", "running")
+            except WorkerError as failure:
+                state.fail("error", str(failure))
+                continue
+            state.ready[pair] = slot.ready
+            state.prepared[pair] = reply
+            if reply.get("status") != "ok":
+                state.fail(reply.get("status", "error"), reply.get("error") or "the worker gave no reason")
+
+    def _time_pair(self, slots: list[ArmSlot], states: dict[str, CellState], pair: int) -> None:
+        base, head = states["base"], states["head"]
+        if base.block_steps is None:  # the same block size in both arms and every pair
+            estimates = sorted(state.prepared[pair]["seconds_per_step"] for state in (base, head))
+            block = block_steps_for(estimates[0] + (estimates[1] - estimates[0]) / 2, self.options.min_block_s)
+            base.block_steps = head.block_steps = block
+        participants = {slot.arm.name: self._participant(slot, states[slot.arm.name])  # type: ignore[union-attr]
+                        for slot in slots}
+
+        def record(turn: TurnRecord) -> None:
+            state = states[turn.key]  # type: ignore[index]
+            state.turns.append(Turn(pair, turn.round, turn.position, round(turn.start_s, 4), turn.value["block_ms"]))
+            state.turn_replies.append(turn.value)
+
+        run_rounds(participants, self.options.rounds, "rotate", on_turn=record,
+                   warmup_rounds=self.options.warmup_rounds)
+
+    def _cell(self, device: str, task_index: int, backend: str) -> None:
+        task = self.plan.tasks[task_index]
+        session = uuid.uuid4().hex[:12]
+        states = {arm.name: CellState(task, backend, device, session=session) for arm in self.arms}
+        for pair in range(self.pairs):
+            order = self.arms if pair % 2 == 0 else self.arms[::-1]  # who starts, and who times first, alternates
+            slots = [ArmSlot(backend, device, pair, arm=arm) for arm in order]
+            try:
+                self._prepare_both(slots, states, task_index, pair)
+                if all(state.status == "ok" for state in states.values()):
+                    self._time_pair(slots, states, pair)
+                for slot in slots:
+                    self._release(slot, states[slot.arm.name])  # type: ignore[union-attr]
+            finally:
+                for slot in slots:
+                    self._close(slot, graceful=all(state.status == "ok" for state in states.values()))
+            if any(state.status != "ok" for state in states.values()):
+                break
+        base, head = (assemble(states[arm.name], self.plan) for arm in self.arms)
+        self.progress(f"{task.name} on {backend}/{device}: base {base.step_ms() or float('nan'):.3g} ms/step, "
+                      f"head {head.step_ms() or float('nan'):.3g} ms/step")
+        advance = getattr(self.progress, "advance", None)
+        if advance is not None:
+            advance()
+        self.on_pair(base, head)
+
+    def run(self) -> None:
+        for device in self.plan.devices:
+            for index, _ in enumerate(self.plan.tasks):
+                for backend in self.plan.backends:
+                    missing = self._unavailable(backend)
+                    if missing is not None:
+                        state = CellState(self.plan.tasks[index], backend, device)
+                        state.fail(*missing)
+                        self.on_pair(assemble(state, self.plan), assemble(state, self.plan))
+                        continue
+                    self._cell(device, index, backend)
+
+
+def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_effect: float = MIN_EFFECT,
+           alpha: float = ALPHA, progress: Progress | None = None, output: str | None = None,
+           executor: Executor | None = None) -> AbResult:
+    """Run ``plan`` in both arms and decide every cell. With ``output``, the document so far is rewritten
+    (atomically) after every cell, so an interrupted comparison keeps what it measured."""
+    config = {**plan.describe(), "pairs": pairs, "min_effect": min_effect, "alpha": alpha,
+              "inject_slowdown": head.env.get(SLOWDOWN_ENV) or base.env.get(SLOWDOWN_ENV)}
+    arms = {arm.name: arm.describe() for arm in (base, head)}
+    outcome = AbResult(base=Result(config={**config, "arm": "base", "arm_info": arms["base"]}),
+                       head=Result(config={**config, "arm": "head", "arm_info": arms["head"]}),
+                       arms=arms, config=config, complete=False)
+
+    def keep(base_cell: Any, head_cell: Any) -> None:
+        outcome.base.cells.append(base_cell)
+        outcome.head.cells.append(head_cell)
+        if output:
+            outcome.decide()
+            outcome.save(output)
+
+    with executor or LocalExecutor() as running:
+        AbRunner(plan, running, progress or (lambda message: None), (base, head), pairs, keep).run()
+    outcome.complete = True
+    for result in (outcome.base, outcome.head):
+        result.cells.sort(key=plan.order)
+        result.compare(plan.relative_to)
+    outcome.decide()
+    if output:
+        outcome.save(output)
+    return outcome
