@@ -8,7 +8,7 @@ STAMP := $(VENV)/.xfbench-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test parity bench list screenshot clean
+.PHONY: install run test parity bench gate list screenshot clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/native_overhead.py $(ARGS)
+
+gate: $(STAMP)
+	$(BIN)/python benchmarks/validate_gate.py $(ARGS)
 
 screenshot: $(STAMP)
 	$(BIN)/python benchmarks/screenshot.py results/latest.json --out docs/report.png

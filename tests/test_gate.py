@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import sqlite3
-import stat
 import subprocess
 import sys
 import time
@@ -222,29 +221,43 @@ def test_history_cli(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ ab, end to end
-@pytest.fixture
-def ab_env(tmp_path: Path) -> dict[str, str]:
-    """Two numpy-only backends registered for the workers of both arms, and a second 'interpreter' (a wrapper
-    script around this one, as a second virtual environment's bin/python would be)."""
-    env = dict(os.environ)
+def _environment(folder: Path, source: Path) -> Path:
+    """A real virtual environment (``python -m venv``, no pip) whose xfbench is the one at ``source``; it shares this
+    environment's installed frameworks through a ``.pth`` line, as a second checkout installed beside them would."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    here = [path for path in sys.path if path.endswith("site-packages")]
+    (site,) = folder.glob("lib/python*/site-packages")
+    (site / "xfbench-test.pth").write_text("\n".join([str(source), *here]) + "\n")
+    return folder / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def ab_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two environments, as CI would have: the base with the committed source (``git archive HEAD``), the head with
+    the working tree; two numpy-only backends registered in both arms' workers."""
+    root = tmp_path_factory.mktemp("ab")
+    base_source = root / "base-src"
+    base_source.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "xfbench", "tests"], capture_output=True,
+                             check=True, timeout=120).stdout
+    subprocess.run(["tar", "-x", "-C", str(base_source)], input=archive, check=True, timeout=120)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["XFBENCH_EXTRA_BACKENDS"] = ",".join(f"{name}={target}" for name, target in AB_FAKES.items())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    wrapper = tmp_path / "head-env" / "bin" / "python"
-    wrapper.parent.mkdir(parents=True)
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    env["HEAD_PYTHON"] = str(wrapper)
+    env["BASE_PYTHON"] = str(_environment(root / "base-env", base_source))
+    env["HEAD_PYTHON"] = str(_environment(root / "head-env", REPO))
+    env["BASE_SOURCE"] = str(base_source)
     return env
 
 
 def _ab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xfbench.cli", "ab", "--base-python", sys.executable,
+    return subprocess.run([env["HEAD_PYTHON"], "-m", "xfbench.cli", "ab", "--base-python", env["BASE_PYTHON"],
                            "--head-python", env["HEAD_PYTHON"], "--tasks", "regression", "--epochs", "2",
                            "--backends", "fake-ref,fake-ref2", "--pairs", "3", "--rounds", "4", *args],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
 def test_ab_flags_the_slowed_cell_and_only_it(ab_env: dict[str, str], tmp_path: Path) -> None:
+    """The CI flow of the README on tiny settings: two environments, a test-only 50% slowdown of one backend."""
     out, summary, store = tmp_path / "ab.json", tmp_path / "summary.md", tmp_path / "store.sqlite"
     done = _ab(ab_env, "--inject-slowdown", "fake-ref2=0.5", "--json", str(out), "--md", str(summary), "--save",
                "--store", str(store))
@@ -256,7 +269,10 @@ def test_ab_flags_the_slowed_cell_and_only_it(ab_env: dict[str, str], tmp_path: 
     assert verdicts["fake-ref2"]["verdict"] == "regression"
     assert 1.3 < verdicts["fake-ref2"]["ratio"] < 1.7 and verdicts["fake-ref2"]["replicates"] == 3
     assert verdicts["fake-ref"]["verdict"] != "regression"
-    assert document["arms"]["head"]["python"] == ab_env["HEAD_PYTHON"]
+    arms = document["arms"]
+    assert (arms["base"]["python"], arms["head"]["python"]) == (ab_env["BASE_PYTHON"], ab_env["HEAD_PYTHON"])
+    assert arms["base"]["location"].startswith(ab_env["BASE_SOURCE"])  # each arm ran its own xfbench
+    assert arms["head"]["location"].startswith(str(REPO))
     assert document["config"]["inject_slowdown"] == "fake-ref2=0.5"
     head = Result.from_dict(document["head"])  # each arm is a result of the usual schema
     cell = head.cell("regression", "fake-ref2")
@@ -319,3 +335,46 @@ def test_check_cli_labels_weaker_evidence_and_gates(tmp_path: Path) -> None:
                           cwd=REPO, timeout=60)
     assert slow.returncode == 1 and "regression: mlp on torch/cpu" in slow.stderr
     assert "❌ regression" in (tmp_path / "check.md").read_text()
+
+
+def test_run_save_appends_the_run_with_its_provenance(tmp_path: Path) -> None:
+    env = dict(os.environ, XFBENCH_EXTRA_BACKENDS=",".join(f"{name}={target}" for name, target in AB_FAKES.items()),
+               PYTHONPATH=str(REPO))
+    store = tmp_path / "runs.sqlite"
+    command = [sys.executable, "-m", "xfbench.cli", "run", "--tasks", "regression", "--backends", "fake-ref",
+               "--epochs", "1", "--rounds", "2", "--processes", "1", "--save", "--store", str(store), "--quiet"]
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"in {store}" in done.stderr
+    with Store(str(store)) as saved:
+        runs = saved.runs()
+        assert [row.kind for row in runs] == ["run", "run"] and runs[0].git_commit and runs[0].threads
+        points = saved.history(task="regression", backend="fake-ref")
+        assert len(points) == 2 and points[0].step_ms and points[0].metric == "r2"
+        assert saved.load(runs[1].id).cells[0].fingerprint["dtype"] == "float64"
+
+
+def test_an_interrupted_ab_keeps_finished_cells_and_leaves_no_worker(ab_env: dict[str, str], tmp_path: Path) -> None:
+    import psutil
+
+    out = tmp_path / "ab.json"
+    process = subprocess.Popen([ab_env["HEAD_PYTHON"], "-m", "xfbench.cli", "ab", "--base-python",
+                                ab_env["BASE_PYTHON"], "--head-python", ab_env["HEAD_PYTHON"], "--tasks", "regression",
+                                "--epochs", "1", "--backends", "fake-ref,fake-ref2", "--pairs", "2", "--rounds", "20",
+                                "--json", str(out), "--quiet"], cwd=REPO, env=ab_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not out.exists() and time.monotonic() < deadline:  # the first cell is saved as it finishes
+        time.sleep(0.2)
+    time.sleep(1.0)  # the second cell's workers are timing now
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "the second cell's workers should be alive"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in stderr
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, f"workers outlived the run: {alive}"
+    document = json.loads(out.read_text())
+    assert document["complete"] is False
+    assert [item["backend"] for item in document["verdicts"]] == ["fake-ref"]

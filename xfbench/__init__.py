@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from xfbench.errors import XfbenchError
 
 if TYPE_CHECKING:
+    from xfbench.compare.ab import AbResult
+    from xfbench.compare.gate import Verdict
     from xfbench.compare.result import Result
     from xfbench.compare.timing import TimingOptions
     from xfbench.tasks import Task
@@ -83,6 +85,55 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     return execute(plan, progress, output=output, resume=resume)
 
 
+def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | None = None,
+       backends: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
+       pairs: int | None = None, rounds: int | None = None, turn_s: float | None = None, min_effect: float = 0.05,
+       alpha: float = 0.05, timeout: float = 600.0, output: str | None = None, inject_slowdown: str | None = None,
+       progress: Callable[[str], None] | None = None) -> AbResult:
+    """Time the same matrix in two Python environments together and decide, per cell, whether the head regressed.
+
+    Base and head workers of each cell are alive together and take alternating turns, over ``pairs`` fresh process
+    pairs (default 5); see ``xfbench ab --help`` and :mod:`xfbench.compare.gate` for the statistics.
+    ``inject_slowdown`` is for testing the gate only (``"0.2"`` or ``"torch=0.2"``: the head's timed blocks made
+    that much longer with real busy work). ``result.exit_code`` is 1 when a cell regressed.
+
+    Example:
+        >>> outcome = xfbench.ab("base/bin/python", "head/bin/python", tasks="mlp")  # doctest: +SKIP
+        >>> [(v.backend, v.verdict) for v in outcome.verdicts]  # doctest: +SKIP
+        [('tf-graph', 'no change'), ('tf-eager', 'no change'), ('torch', 'regression'), ('jax', 'no change')]
+    """
+    from xfbench.compare.ab import DEFAULT_PAIRS, DEFAULT_TIMING, check_slowdown, probe_arm, run_ab
+    from xfbench.compare.plan import make_plan
+    from xfbench.compare.timing import SLOWDOWN_ENV
+
+    pairs = DEFAULT_PAIRS if pairs is None else pairs
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2:
+        raise XfbenchError(f"pairs must be an integer of at least 2 (the unit of replication), got {pairs!r}")
+    for name, value, high in (("min_effect", min_effect, 1.0), ("alpha", alpha, 0.5)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+            raise XfbenchError(f"{name} must be a number from 0 to {high:g}, got {value!r}")
+    slowdown = check_slowdown(inject_slowdown)
+    plan = make_plan(tasks, backends, "cpu", threads, epochs, timeout,
+                     timing=DEFAULT_TIMING.changed(rounds=rounds, turn_s=turn_s, processes=pairs))
+    if output is not None:
+        from xfbench.compare.journal import check_output
+
+        check_output(output)
+    base = probe_arm("base", base_python)
+    head = probe_arm("head", head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    return run_ab(plan, base, head, pairs, min_effect, alpha, progress, output)
+
+
+def check(result: Result | str, baseline: Result | str, min_effect: float = 0.05, alpha: float = 0.05
+          ) -> list[Verdict]:
+    """Every cell of ``result`` against the same cell of ``baseline`` (results or paths), from their saved turns:
+    weaker evidence than :func:`ab` (the runs were timed apart). See :mod:`xfbench.compare.gate`."""
+    from xfbench.compare.gate import check_verdicts
+
+    loaded = [load(item) if isinstance(item, str) else item for item in (result, baseline)]
+    return check_verdicts(loaded[1], loaded[0], min_effect, alpha)
+
+
 def table(result: Result, fmt: str = "simple", target: float | None = None) -> str:
     """The result as text tables, one per task and device (``fmt`` is a tabulate format, e.g. ``github``; an unknown
     one is refused with the choices). For Markdown, HTML or CSV see :mod:`xfbench.reports`."""
@@ -106,4 +157,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'xfbench' has no attribute {name!r}")
 
 
-__all__ = ["XfbenchError", "__version__", "load", "run", "table"]
+__all__ = ["XfbenchError", "__version__", "ab", "check", "load", "run", "table"]

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def probe_arm(name: str, python: str, env: dict[str, str] | None = None, timeout
         raise XfbenchError(f"{flag} {python!r} is not an executable file; give e.g. base-env/bin/python")
     try:
         out = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+                             env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                             cwd=tempfile.gettempdir())  # not this folder: ``-c`` puts it first on sys.path
     except (OSError, subprocess.SubprocessError) as error:
         raise XfbenchError(f"{flag} {python!r} does not run: {error}") from None
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -238,9 +240,12 @@ class AbRunner(Runner):
                     self._time_pair(slots, states, pair)
                 for slot in slots:
                     self._release(slot, states[slot.arm.name])  # type: ignore[union-attr]
-            finally:
+            except BaseException:  # Ctrl-C, SIGTERM: the workers may be mid-command; kill them now
                 for slot in slots:
-                    self._close(slot, graceful=all(state.status == "ok" for state in states.values()))
+                    self._close(slot, graceful=False)
+                raise
+            for slot in slots:
+                self._close(slot)
             if any(state.status != "ok" for state in states.values()):
                 break
         base, head = (assemble(states[arm.name], self.plan) for arm in self.arms)

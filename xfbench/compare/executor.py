@@ -210,6 +210,9 @@ class LocalWorker(WorkerHandle):
                      str(event_write)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     pass_fds=(command_read, event_write), env=env, start_new_session=True,
+                    # ``-m`` puts the working directory first on sys.path: another environment's worker starts in
+                    # the run's folder, or a checkout it was started from would shadow that environment's xfbench
+                    cwd=folder if spec.python is not None else None,
                 )
         finally:
             os.close(command_read)
