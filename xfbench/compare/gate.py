@@ -237,35 +237,34 @@ def not_compared_reason(base: Any, head: Any) -> str | None:
     return None
 
 
+def _matched(base: Any, head: Any, estimate_of: Any, too_few: str, min_effect: float, alpha: float) -> list[Verdict]:
+    """Verdicts for the cells of ``head`` matched to ``base``'s by (task, backend, device), in ``head``'s order;
+    ``estimate_of(base_cell, head_cell)`` is the estimate, or None (``too_few`` says why)."""
+    bases = {cell.key: cell for cell in base.cells}
+    items = []
+    for cell in head.cells:
+        other = bases.get(cell.key)
+        reason = not_compared_reason(other, cell)
+        estimate = estimate_of(other, cell) if reason is None else None
+        if reason is None and estimate is None:
+            reason = too_few
+        items.append((other, cell, estimate, reason))
+    return decide(items, min_effect, alpha)
+
+
 def ab_verdicts(base: Any, head: Any, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[Verdict]:
     """Verdicts of an ``ab`` run: the base and head results' cells, matched by (task, backend, device)."""
-    heads = {cell.key: cell for cell in head.cells}
-    items = []
-    for cell in base.cells:
-        other = heads.get(cell.key)
-        reason = not_compared_reason(cell, other)
-        estimate = ab_estimate(pair_log_ratios(cell, other)) if reason is None else None
-        if reason is None and estimate is None:
-            reason = "fewer than 2 process pairs measured in both arms"
-        items.append((cell, other, estimate, reason))
-    return decide(items, min_effect, alpha)
+    return _matched(base, head, lambda b, h: ab_estimate(pair_log_ratios(b, h)),
+                    "fewer than 2 process pairs measured in both arms", min_effect, alpha)
 
 
 def check_verdicts(baseline: Any, result: Any, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[Verdict]:
     """Verdicts of ``xfbench check``: every cell of ``result`` against the same cell of ``baseline``."""
-    bases = {cell.key: cell for cell in baseline.cells}
-    items = []
-    for cell in result.cells:
-        base = bases.get(cell.key)
-        reason = not_compared_reason(base, cell)
-        estimate = None
-        if reason is None:
-            estimate = check_estimate([turn.value_ms for turn in base.timing.turns],  # type: ignore[union-attr]
-                                      [turn.value_ms for turn in cell.timing.turns])
-            if estimate is None:
-                reason = "fewer than 3 timed turns on one side"
-        items.append((base, cell, estimate, reason))
-    return decide(items, min_effect, alpha)
+    def estimate_of(base: Any, head: Any) -> Estimate | None:
+        return check_estimate([turn.value_ms for turn in base.timing.turns],
+                              [turn.value_ms for turn in head.timing.turns])
+
+    return _matched(baseline, result, estimate_of, "fewer than 3 timed turns on one side", min_effect, alpha)
 
 
 def exit_code(verdicts: Iterable[Verdict]) -> int:
