@@ -102,25 +102,14 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
         >>> [(v.backend, v.verdict) for v in outcome.verdicts]  # doctest: +SKIP
         [('tf-graph', 'no change'), ('tf-eager', 'no change'), ('torch', 'regression'), ('jax', 'no change')]
     """
-    from xfbench.compare.ab import DEFAULT_PAIRS, DEFAULT_TIMING, check_slowdown, probe_arm, run_ab
-    from xfbench.compare.plan import make_plan
-    from xfbench.compare.timing import SLOWDOWN_ENV
+    from xfbench.compare.ab import ab_request, run_ab
 
-    pairs = DEFAULT_PAIRS if pairs is None else pairs
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2:
-        raise XfbenchError(f"pairs must be an integer of at least 2 (the unit of replication), got {pairs!r}")
-    for name, value, high in (("min_effect", min_effect, 1.0), ("alpha", alpha, 0.5)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
-            raise XfbenchError(f"{name} must be a number from 0 to {high:g}, got {value!r}")
-    slowdown = check_slowdown(inject_slowdown)
-    plan = make_plan(tasks, backends, "cpu", threads, epochs, timeout,
-                     timing=DEFAULT_TIMING.changed(rounds=rounds, turn_s=turn_s, processes=pairs))
     if output is not None:
         from xfbench.compare.journal import check_output
 
         check_output(output)
-    base = probe_arm("base", base_python)
-    head = probe_arm("head", head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    plan, base, head, pairs = ab_request(base_python, head_python, tasks, backends, threads, epochs, pairs, rounds,
+                                         turn_s, min_effect, alpha, timeout, inject_slowdown)
     return run_ab(plan, base, head, pairs, min_effect, alpha, progress, output)
 
 

@@ -374,6 +374,16 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if any(cell.failed for cell in result.cells) else 0
 
 
+def _plot_path(path: str | None) -> str | None:
+    """A ``--plot`` path: writable, and named .svg or .png (the format comes from the name)."""
+    from xfbench.compare.journal import check_output
+
+    plot = check_output(path) if path is not None else None
+    if plot is not None and not plot.lower().endswith((".svg", ".png")):
+        raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
+    return plot
+
+
 def _open_store(args: argparse.Namespace) -> Any:
     """The results store when ``--save`` asks for it, opened (and created) before any work starts."""
     if not getattr(args, "save", False):
@@ -390,15 +400,6 @@ def _save(store: Any, result: Any, kind: str) -> None:
         run_id = store.save(result, kind)
         print(f"xfbench: saved as run {run_id} in {store.path}", file=sys.stderr)
         store.close()
-
-
-def _gate_settings(args: argparse.Namespace) -> None:
-    import math
-
-    if not (isinstance(args.min_effect, float) and math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
-        raise XfbenchError(f"--min-effect must be a fraction from 0 to 1 (e.g. 0.05 for 5%), got {args.min_effect}")
-    if not (math.isfinite(args.alpha) and 0 < args.alpha < 0.5):
-        raise XfbenchError(f"--alpha must be between 0 and 0.5 (e.g. 0.05), got {args.alpha}")
 
 
 def _write_summary(path: str | None, text: str) -> None:
@@ -425,24 +426,18 @@ def _report_regressions(verdicts: list[Any]) -> int:
 
 
 def command_ab(args: argparse.Namespace) -> int:
-    from xfbench.compare.ab import DEFAULT_TIMING, check_slowdown, probe_arm, run_ab
+    from xfbench.compare.ab import ab_request, run_ab
+    from xfbench.compare.gate import check_settings
     from xfbench.compare.journal import check_output
-    from xfbench.compare.plan import _positive, make_plan
-    from xfbench.compare.timing import SLOWDOWN_ENV
     from xfbench.reports.gate import render_markdown, render_text
 
-    _gate_settings(args)
-    pairs = _positive("pairs", args.pairs)
-    if pairs < 2:
-        raise XfbenchError(f"--pairs must be at least 2 (the process pair is the unit of replication), got {pairs}")
-    slowdown = check_slowdown(args.inject_slowdown)
-    plan = make_plan(args.tasks, args.backends, "cpu", args.threads, args.epochs, args.timeout,
-                     timing=DEFAULT_TIMING.changed(rounds=args.rounds, turn_s=args.turn_seconds, processes=pairs))
+    check_settings(args.min_effect, args.alpha)
     output = check_output(args.json) if args.json is not None else None
     summary = check_output(args.md) if args.md is not None else None
     store = _open_store(args)
-    base = probe_arm("base", args.base_python)
-    head = probe_arm("head", args.head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    plan, base, head, pairs = ab_request(args.base_python, args.head_python, args.tasks, args.backends, args.threads,
+                                         args.epochs, args.pairs, args.rounds, args.turn_seconds, args.min_effect,
+                                         args.alpha, args.timeout, args.inject_slowdown)
     with _showing_progress(args.quiet, plan.num_cells) as progress:
         outcome = run_ab(plan, base, head, pairs, args.min_effect, args.alpha, progress, output)
     title = "xfbench ab"
@@ -457,11 +452,11 @@ def command_ab(args: argparse.Namespace) -> int:
 
 def command_check(args: argparse.Namespace) -> int:
     import xfbench
-    from xfbench.compare.gate import CHECK_METHOD, check_verdicts
+    from xfbench.compare.gate import CHECK_METHOD, check_settings, check_verdicts
     from xfbench.compare.journal import check_output
     from xfbench.reports.gate import render_markdown, render_text
 
-    _gate_settings(args)
+    check_settings(args.min_effect, args.alpha)
     summary = check_output(args.md) if args.md is not None else None
     result, baseline = xfbench.load(args.result), xfbench.load(args.baseline)
     verdicts = check_verdicts(baseline, result, args.min_effect, args.alpha)
@@ -478,10 +473,9 @@ def command_check(args: argparse.Namespace) -> int:
 
 def command_history(args: argparse.Namespace) -> int:
     import datetime
-    import math
 
+    from xfbench.compare.gate import check_settings
     from xfbench.compare.history import series
-    from xfbench.compare.journal import check_output
     from xfbench.reports.history import figure, render_text
     from xfbench.reports.plots import write_figure
     from xfbench.store import Store
@@ -492,11 +486,8 @@ def command_history(args: argparse.Namespace) -> int:
             since = datetime.datetime.fromisoformat(args.since).isoformat()
         except ValueError:
             raise XfbenchError(f"--since {args.since!r} is not a date; give an ISO date such as 2026-11-01") from None
-    if not (math.isfinite(args.min_effect) and 0 <= args.min_effect < 1):
-        raise XfbenchError(f"--min-effect must be a fraction from 0 to 1, got {args.min_effect}")
-    plot = check_output(args.plot) if args.plot is not None else None
-    if plot is not None and not plot.lower().endswith((".svg", ".png")):
-        raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
+    check_settings(args.min_effect)
+    plot = _plot_path(args.plot)
     from xfbench.store import default_path
 
     path = args.store or default_path()
@@ -546,9 +537,7 @@ def command_sweep(args: argparse.Namespace) -> int:
                      timing=TimingOptions().changed(rounds=args.rounds, processes=args.processes))
     output = check_output(args.json) if args.json is not None else None
     paths = _report_paths(args)
-    plot = check_output(args.plot) if args.plot is not None else None
-    if plot is not None and not plot.lower().endswith((".svg", ".png")):
-        raise XfbenchError(f"--plot {plot!r}: give a .svg or .png file name")
+    plot = _plot_path(args.plot)
     with _showing_progress(args.quiet, plan.num_cells) as progress:
         result = execute(plan, progress, output=output, config={**plan.describe(), "sweep": config})
     if plot is not None:

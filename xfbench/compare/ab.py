@@ -269,6 +269,28 @@ class AbRunner(Runner):
                     self._cell(device, index, backend)
 
 
+def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: Any = None,
+               threads: int | None = None, epochs: int | None = None, pairs: int | None = None,
+               rounds: int | None = None, turn_s: float | None = None, min_effect: float = MIN_EFFECT,
+               alpha: float = ALPHA, timeout: float = 600.0, inject_slowdown: str | None = None
+               ) -> tuple[Plan, Arm, Arm, int]:
+    """Validate an ``ab`` request (CLI and Python API alike) and probe both interpreters, before any work starts;
+    returns the plan, the two arms and the number of pairs."""
+    from xfbench.compare.gate import check_settings
+    from xfbench.compare.plan import make_plan
+
+    pairs = DEFAULT_PAIRS if pairs is None else pairs
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2:
+        raise XfbenchError(f"--pairs must be at least 2 (the process pair is the unit of replication), got {pairs!r}")
+    check_settings(min_effect, alpha)
+    slowdown = check_slowdown(inject_slowdown)
+    plan = make_plan(tasks, backends, "cpu", threads, epochs, timeout,
+                     timing=DEFAULT_TIMING.changed(rounds=rounds, turn_s=turn_s, processes=pairs))
+    base = probe_arm("base", base_python)
+    head = probe_arm("head", head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    return plan, base, head, pairs
+
+
 def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_effect: float = MIN_EFFECT,
            alpha: float = ALPHA, progress: Progress | None = None, output: str | None = None,
            executor: Executor | None = None) -> AbResult:

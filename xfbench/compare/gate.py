@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from xfbench.compare.stats import TRIM, turn_table
+from xfbench.errors import XfbenchError
 
 ALPHA = 0.05
 MIN_EFFECT = 0.05
@@ -87,6 +88,16 @@ class Verdict:
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         names = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def check_settings(min_effect: float, alpha: float = ALPHA) -> None:
+    """The one-line error for a minimum effect or alpha the gate cannot use (``ab``, ``check``, ``history``)."""
+    for name, value, low_ok, high, example in (("min-effect", min_effect, True, 1.0, "0.05 for 5%"),
+                                               ("alpha", alpha, False, 0.5, "0.05")):
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if not number or not (value >= 0 if low_ok else value > 0) or not value < high:
+            span = "a fraction from 0 to 1" if low_ok else f"between 0 and {high:g}"
+            raise XfbenchError(f"--{name} must be {span} (e.g. {example}), got {value!r}")
 
 
 def _trimmed(values: Sequence[float]) -> float:
