@@ -8,7 +8,7 @@ STAMP := $(VENV)/.xfbench-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test parity bench gate list screenshot clean
+.PHONY: install run test test-full parity bench gate list screenshot clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ list: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check xfbench tests benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-full: $(STAMP)
+	XFBENCH_TEST_FULL=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -49,6 +49,11 @@ MODES = {
     "tf-eager": ("tf_loop.py", "eager"),
     "torch": ("torch_loop.py", "eager"),
     "jax": ("jax_loop.py", "jit"),
+    "tf-xla": ("tf_loop.py", "xla"),
+    "torch-compile": ("torch_loop.py", "compile"),
+    "keras-jax": ("keras_loop.py", "jax"),
+    "keras-tensorflow": ("keras_loop.py", "tensorflow"),
+    "keras-torch": ("keras_loop.py", "torch"),
 }
 WORKLOADS = ("mlp", "cnn")
 
@@ -62,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=0.25,
                         help="timed seconds per turn (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for every side")
-    parser.add_argument("--backends", default=",".join(MODES), help="comma-separated (default: all four)")
+    parser.add_argument("--backends", default=",".join(MODES),
+                        help=f"comma-separated, from: {', '.join(MODES)} (default: all)")
     parser.add_argument("--malloc", default="steady", choices=("steady", "system"),
                         help="C allocator policy of both sides' processes, as xfbench run --malloc "
                              "(default: %(default)s)")
@@ -110,8 +116,7 @@ def native_command(backend: str, threads: int, workloads: tuple[str, ...] = WORK
     script, mode = MODES[backend]
     command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(workloads),
                "--threads", str(threads), "--seconds", str(seconds)]
-    if script == "tf_loop.py":
-        command += ["--mode", mode]
+    command += ["--mode", mode]
     return command + (["--serve"] if serve else [])
 
 

@@ -39,16 +39,62 @@ def ready_backend(name: str) -> Backend:
     if reason:
         pytest.skip(f"backend {name}: {reason}")
     if name not in _ready:
+        os.environ.update(backend.process_env())
         backend.configure_threads(THREADS)
         backend.setup(THREADS)
         _ready[name] = backend
     return _ready[name]
 
 
+def in_process_backends() -> list[str]:
+    """The backends the in-process tests run on here: ``$XFBENCH_TEST_BACKENDS`` (comma-separated) when set, else
+    every registered backend that can share this process, i.e. needs no environment of its own before its
+    framework's import (Keras' ``KERAS_BACKEND``). Those others are tested each in a pytest process of its own
+    (``test_conformance.py::test_own_process_backend``), with ``$XFBENCH_TEST_BACKENDS`` naming them."""
+    chosen = os.environ.get("XFBENCH_TEST_BACKENDS")
+    if chosen:
+        return [backends.check_name(name.strip()) for name in chosen.split(",") if name.strip()]
+    return [name for name in backends.backend_names() if not backends.get(name).process_env()]
+
+
+def own_process_backends() -> list[str]:
+    """Registered backends that need a process of their own (an environment set before their framework's import)."""
+    return [name for name in backends.backend_names() if backends.get(name).process_env()]
+
+
+# Backends that are costly to test on every task: a slow compile (torch-compile: seconds to tens of seconds per model)
+# or a process of their own (Keras). By default they run the in-process tests on QUICK_TASKS only (a dense, a
+# convolutional and a linear model) and skip the per-model layout test of slow compilers (their eager sibling runs
+# it); XFBENCH_TEST_FULL=1 runs everything on every backend (``make test-full``).
+FULL = os.environ.get("XFBENCH_TEST_FULL") == "1"
+QUICK_TASKS = ("regression", "mlp", "cnn")
+
+
+def costly(name: str) -> bool:
+    backend = backends.get(name)
+    return backend.slow_compile or bool(backend.process_env())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FULL:
+        return
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        name = params.get("backend")
+        if not isinstance(name, str) or name not in backends.BACKENDS or not costly(name):
+            continue
+        task = params.get("task_name")
+        if task is not None and task not in QUICK_TASKS:
+            item.add_marker(pytest.mark.skip(reason=f"{name} on {task}: XFBENCH_TEST_FULL=1 (make test-full) runs it"))
+        elif "model" in params and backends.get(name).slow_compile:
+            item.add_marker(pytest.mark.skip(reason=f"{name}: one compile per model; its eager sibling runs the layout "
+                                                    "test, XFBENCH_TEST_FULL=1 (make test-full) runs it here"))
+
+
 @pytest.hookimpl(trylast=True)  # after the tests' own parametrize marks, so ids read ``test_trains[mlp-torch]``
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", backends.backend_names(), indirect=True, scope="session")
+        metafunc.parametrize("backend", in_process_backends(), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ for name in backends.backend_names():
 
 # ------------------------------------------------------------------------------------------ plan validation
 TASK_CHOICES = "choose one of: cnn, cnn28, mlp, mlp-binary, regression"
-BACKEND_CHOICES = "choose one of: jax, tf-eager, tf-graph, tf-xla, torch"
+BACKEND_CHOICES = "choose one of: jax, keras-jax, keras-tensorflow, keras-torch, tf-eager, tf-graph, tf-xla, torch, torch-compile"
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ALL_BACKENDS, REPO, CliRun, run_cli
+from xfbench import backends
 from xfbench.compare.result import Ratio
 from xfbench.reports.table import ratio_text
 
@@ -29,7 +30,8 @@ def test_no_command_prints_help_and_exits_2():
     assert done.stdout.startswith("usage: xfbench")
 
 
-BACKEND_ERROR = "xfbench: error: unknown backend 'pytorch'; choose one of: jax, tf-eager, tf-graph, tf-xla, torch"
+BACKEND_ERROR = ("xfbench: error: unknown backend 'pytorch'; choose one of: jax, keras-jax, keras-tensorflow, keras-torch, "
+                 "tf-eager, tf-graph, tf-xla, torch, torch-compile")
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -149,9 +151,9 @@ def test_list():
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
     for task in ("regression", "mlp", "mlp-binary", "cnn", "cnn28"):
         assert task in rows
-    for backend in ALL_BACKENDS:
+    for backend in backends.backend_names():  # every registered one, each probed in its own worker
         assert backend in rows
-        assert "installed" in rows[backend]
+        assert "installed" in rows[backend] and backends.describe(backend) in rows[backend]
         if "not installed" not in rows[backend]:
             assert "cpu: " in rows[backend]
     assert done.stderr == ""  # frameworks' import chatter stays in the worker logs

@@ -3,9 +3,15 @@ least-squares solution; weights load and read back exactly; the steady-state tim
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from tests.conftest import QUICK_TASKS, REPO, own_process_backends
+from xfbench import backends
 from xfbench.backends.base import Backend
 from xfbench.compare.cell import steady_state_timer, train, train_cell
 from xfbench.compare.timing import block_steps_for
@@ -110,3 +116,33 @@ def test_timing_turn(backend: Backend):
         assert turn["compiles"] == compiles and compiles is not None and compiles >= 1
     else:
         assert turn["compiles"] is None
+
+
+def test_every_trainer_describes_what_was_built(backend: Backend):
+    """The built trainer says what it is (its mode) and which optimizer formula it follows; parity reads that."""
+    described = backend.build(get_task("mlp"), "cpu", initial_weights(get_task("mlp"))).describe()
+    assert described.get("mode"), described
+    assert described.get("optimizer_formula", "spec") in ref.FORMULAS
+
+
+# In-process tests that a backend needing its own process (an environment before its framework's import, such as
+# KERAS_BACKEND) runs in a pytest of its own: this module's and parity's in-process tests.
+OWN_PROCESS_TESTS = ("tests/test_conformance.py", "tests/test_parity.py", "tests/test_layouts.py", "tests/test_faults.py")
+
+
+@pytest.mark.parametrize("name", own_process_backends())
+def test_own_process_backend(name: str):
+    """A backend that needs its own process (Keras on each backend) passes the in-process conformance, parity,
+    layout and divergence tests in a pytest process of its own, with its environment set before any import."""
+    backend = backends.get(name)
+    reason = backend.unavailable_reason()
+    if reason:
+        pytest.skip(f"backend {name}: {reason}")
+    env = {**os.environ, **backend.process_env(), "XFBENCH_TEST_BACKENDS": name}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+                           f"{name} and not test_own_process_backend",
+                           *OWN_PROCESS_TESTS], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+    assert int(summary.split(" passed")[0].split()[-1]) >= 2 * len(QUICK_TASKS), summary

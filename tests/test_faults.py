@@ -182,7 +182,8 @@ def test_an_extra_backend_cannot_take_a_built_in_name():
                           text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == ("xfbench: error: XFBENCH_EXTRA_BACKENDS cannot replace the built-in backend "
-                                   "'torch'; give your adapter another name (built in: jax, tf-eager, tf-graph, tf-xla, torch)")
+                                   "'torch'; give your adapter another name (built in: jax, keras-jax, keras-tensorflow, "
+                                   "keras-torch, tf-eager, tf-graph, tf-xla, torch, torch-compile)")
 
 
 def test_every_cell_records_the_adapter_it_ran(fakes):

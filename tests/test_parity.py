@@ -69,15 +69,16 @@ def parity_of(backend: Backend, task_name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def reference_params():
-    """The float64 reference's parameters after K steps, per task name (cnn28's takes ~2 s: computed once)."""
-    cache: dict[str, dict[str, np.ndarray]] = {}
+    """The float64 reference's parameters after K steps, per task name and optimizer formula (cnn28's takes ~2 s:
+    computed once)."""
+    cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
-    def get(task_name: str) -> dict[str, np.ndarray]:
-        if task_name not in cache:
+    def get(task_name: str, formula: str = "spec") -> dict[str, np.ndarray]:
+        if (task_name, formula) not in cache:
             task = get_task(task_name)
-            cache[task_name] = reference.optimizer_steps(task, initial_weights(task), reference.task_batches(task, STEPS),
-                                                         STEPS)
-        return cache[task_name]
+            cache[task_name, formula] = reference.optimizer_steps(
+                task, initial_weights(task), reference.task_batches(task, STEPS), STEPS, formula=formula)
+        return cache[task_name, formula]
 
     return get
 
@@ -97,8 +98,9 @@ def test_forward_loss_gradients_match_reference(task_name: str, backend: Backend
 
 @pytest.mark.parametrize("task_name", task_names())
 def test_parameters_after_steps_match_reference(task_name: str, backend: Backend, reference_params):
-    weights = parity_of(backend, task_name)["weights_after_steps"]
-    expected = reference_params(task_name)
+    parity = parity_of(backend, task_name)
+    weights = parity["weights_after_steps"]
+    expected = reference_params(task_name, parity["optimizer_formula"])  # the formula the backend says it follows
     assert sorted(weights) == sorted(expected)
     start = initial_weights(get_task(task_name))
     for name, value in expected.items():
@@ -165,7 +167,7 @@ def test_wrong_flatten_order_fails_parity_cli(wrong_flatten_cli: subprocess.Comp
     rows = table_rows(done.stdout, "cnn")
     assert list(rows) == ["fake-torch-flatten", "torch"]
     assert rows["fake-torch-flatten"][-1] == "FAIL"
-    assert rows["fake-torch-flatten"][4].endswith("(5.Dense.kernel)")  # the worst gradient: the dense after Flatten
+    assert rows["fake-torch-flatten"][5].endswith("(5.Dense.kernel)")  # the worst gradient: the dense after Flatten
     lines = done.stdout.split("failures:\n", 1)[1].splitlines()
     fake = [line.strip() for line in lines if line.startswith("  fake-torch-flatten: ")]
     assert any(line.startswith("fake-torch-flatten: forward output max abs diff") for line in fake), fake
@@ -175,7 +177,7 @@ def test_wrong_flatten_order_fails_parity_cli(wrong_flatten_cli: subprocess.Comp
     torch_lines = [line.strip() for line in lines if line.startswith("  torch: ")]
     assert all(line.endswith(f"> {OPTIONS.param_rel:g}") and " vs fake-torch-flatten: " in line
                for line in torch_lines), torch_lines
-    assert float(rows["torch"][1]) <= OPTIONS.forward_abs  # fwd max abs column
+    assert rows["torch"][1] == "spec" and float(rows["torch"][2]) <= OPTIONS.forward_abs  # formula, fwd max abs
 
 
 def test_correct_backend_passes_next_to_a_broken_one(wrong_flatten_cli: subprocess.CompletedProcess[str]):
@@ -369,13 +371,36 @@ def test_summary_headline_numbers():
     assert summary(Parity.from_dict(parity)) == {
         "forward_max_abs": 4.7e-7, "forward_rel": 5.4e-8, "loss_rel": 7e-8, "grad_rel": 9e-7,
         "grad_tensor": "0.Dense.bias", "params_vs_reference_rel": 5e-7, "params_vs_backends_rel": 4e-7,
-        "params_vs_backends_max_abs": 4e-8,
+        "params_vs_backends_max_abs": 4e-8, "optimizer_formula": "spec", "params_vs_spec_rel": None,
     }
     parity["grads"]["0.Dense.kernel"] = diff(0.2)
     parity["params_vs_backends"]["jax"]["0.Dense.bias"] = diff(0.5)
     numbers = summary(Parity.from_dict(parity))
     assert (numbers["grad_tensor"], numbers["grad_rel"]) == ("0.Dense.kernel", 0.2)
     assert (numbers["params_vs_backends_rel"], numbers["params_vs_backends_max_abs"]) == (0.5, 0.05)
+
+
+def test_another_formula_is_judged_by_its_own_reference_and_shown_beside_the_spec():
+    """A backend of another optimizer formula (Keras' Adam): its divergence from backends of the spec's formula is
+    recorded and shown, but neither fails it nor them; the summary's "between backends" counts its own formula."""
+    parity = clean_parity()
+    parity["params_vs_backends"]["keras-jax"] = {"0.Dense.bias": diff(0.03), "0.Dense.kernel": diff(0.02)}
+    parity["formulas"] = {"torch": "spec", "jax": "spec", "keras-jax": "keras"}
+    spec_cell = Parity.from_dict(parity)
+    assert failures(spec_cell, OPTIONS) == []
+    assert summary(spec_cell)["params_vs_backends_rel"] == 4e-7
+    keras = clean_parity()
+    keras.update(optimizer_formula="keras", formulas=parity["formulas"],
+                 params_vs_spec_reference={"0.Dense.bias": diff(0.027)})
+    keras["params_vs_backends"] = {"jax": {"0.Dense.bias": diff(0.03)}, "keras-torch": {"0.Dense.bias": diff(3e-3)}}
+    keras["formulas"]["keras-torch"] = "keras"
+    keras_cell = Parity.from_dict(keras)
+    assert failures(keras_cell, OPTIONS) == [
+        "0.Dense.bias after 10 steps vs keras-torch: rel diff 0.003 > 0.0001"]  # same formula: judged
+    numbers = summary(keras_cell)
+    assert (numbers["optimizer_formula"], numbers["params_vs_spec_rel"], numbers["params_vs_backends_rel"]) == (
+        "keras", 0.027, 3e-3)
+    assert Parity.from_dict(keras_cell.to_dict()) == keras_cell
 
 
 def test_summary_without_other_backends():

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ready_backend
+from tests.conftest import in_process_backends, ready_backend
 from xfbench import backends, cli
 from xfbench.compare.cell import DivergedError, train_cell
 from xfbench.errors import XfbenchError
@@ -57,7 +57,10 @@ def tasks(draw) -> Task:
                 metrics=("accuracy",) if loss != "mse" else ("r2", "mse"), seed=draw(st.integers(0, 3)))
 
 
-INSTALLED = [name for name in sorted(backends.BUILTIN) if backends.get(name).unavailable_reason() is None]
+# every in-process backend but those whose compile takes seconds per model (torch-compile: 30 generated models
+# would take minutes; its conformance tests cover it)
+INSTALLED = [name for name in in_process_backends() if backends.get(name).unavailable_reason() is None
+             and not backends.get(name).slow_compile]
 
 
 @pytest.mark.skipif(not INSTALLED, reason="no framework installed")

@@ -248,6 +248,33 @@ def test_adam_two_steps_by_hand():
     np.testing.assert_allclose(first["0.Dense.kernel"][1, 0], -0.2 + 0.05 * 2.45 / (2.45 + 1e-3), rtol=1e-14)
 
 
+def test_keras_adam_two_steps_by_hand():
+    """Keras' Adam: epsilon before the bias correction, ``w -= lr*sqrt(1-b2**t)/(1-b1**t) * m/(sqrt(v)+eps)``, with
+    Keras' float32 arithmetic. Written out in float64 it agrees to float32 precision and is measurably not the spec's
+    formula; SGD's formula is the same under both names."""
+    opt = Adam(learning_rate=0.05, beta1=0.8, beta2=0.9, epsilon=1e-3)
+    params = {name: value.copy() for name, value in START.items()}
+    m = {name: 0.0 for name in params}
+    v = {name: 0.0 for name in params}
+    for t, (x, y) in enumerate(BATCHES, start=1):
+        gw, gb = hand_grad(params["0.Dense.kernel"], params["0.Dense.bias"], x, y)
+        for name, g in (("0.Dense.kernel", gw), ("0.Dense.bias", gb)):
+            m[name] = 0.8 * m[name] + 0.2 * g
+            v[name] = 0.9 * v[name] + 0.1 * g * g
+            params[name] = params[name] - 0.05 * np.sqrt(1 - 0.9**t) / (1 - 0.8**t) * m[name] / (
+                np.sqrt(v[name]) + 1e-3)
+    keras = ref.optimizer_steps(linear_task(opt), START, BATCHES, formula="keras")
+    spec = ref.optimizer_steps(linear_task(opt), START, BATCHES)
+    for name, value in params.items():
+        np.testing.assert_allclose(keras[name], value, rtol=3e-7)
+        assert np.abs(keras[name] - spec[name]).max() > 1e-4  # epsilon's place matters at eps = 1e-3
+    sgd = linear_task(SGD(0.1, momentum=0.9))
+    for name, value in ref.optimizer_steps(sgd, START, BATCHES, formula="keras").items():
+        np.testing.assert_array_equal(value, ref.optimizer_steps(sgd, START, BATCHES)[name])
+    with pytest.raises(XfbenchError, match="unknown optimizer formula 'optax'; choose one of: keras, spec"):
+        ref.optimizer_steps(sgd, START, BATCHES, formula="optax")
+
+
 def test_num_steps_and_task_batches():
     task = linear_task(SGD(0.1))
     batches = list(ref.task_batches(task, 3))  # 2 steps per epoch: epoch 0 then the first batch of epoch 1

@@ -47,8 +47,9 @@ def _add_matrix_arguments(parser: argparse.ArgumentParser, all_tasks: bool = Fal
     parser.add_argument("--tasks", help=f"comma-separated built-in tasks: {', '.join(task_names())} "
                                         f"(default: {default_tasks})")
     parser.add_argument("--backends", help="comma-separated backends: tf-graph (tf.function), tf-eager, torch, "
-                                           "jax (jit), tf-xla (tf.function with XLA for every model), or all "
-                                           f"(default: {','.join(DEFAULT_BACKENDS)})")
+                                           "jax (jit), tf-xla (XLA for every model), torch-compile, keras-jax, "
+                                           "keras-tensorflow, keras-torch (Keras 3 on each), or all "
+                                           f"(default: {','.join(DEFAULT_BACKENDS)}; see xfbench list)")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
 
 
@@ -575,7 +576,7 @@ def command_list(args: argparse.Namespace) -> int:
 
     print(tabulate([[name, get_task(name).description] for name in task_names()], headers=["task", "what"]))
     print()
-    print(tabulate(probe_backends(), headers=["backend", "status", "versions", "devices"]))
+    print(tabulate(probe_backends(), headers=["backend", "what", "status", "versions", "devices"]))
     return 0
 
 

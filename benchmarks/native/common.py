@@ -65,7 +65,8 @@ def parse_args(framework: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=f"native {framework} training loop benchmark")
     p.add_argument("--workload", required=True, type=_workloads,
                    help="mlp, cnn, or both as mlp,cnn (one JSON line each, one framework import)")
-    p.add_argument("--mode", choices=("graph", "eager"), default="graph")
+    p.add_argument("--mode", choices=("graph", "eager", "xla", "jit", "compile", "jax", "tensorflow", "torch"),
+                   default="graph", help="tf: graph, eager or xla; torch: eager or compile; keras: its backend")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
@@ -211,14 +212,16 @@ def serve(block_ms: dict[str, Callable[[], float]], ready: dict[str, Any]) -> No
 
 def run(framework: str, mode: str, args: argparse.Namespace, build: Callable[[str], tuple[Callable, Callable]],
         versions: dict[str, str]) -> None:
-    """Time every requested workload once (one JSON line each), or with --serve measure on command."""
+    """Time every requested workload once (one JSON line each), or with --serve measure on command. ``build`` gives
+    the ``(step, sync)`` pair, or (with --serve) a timer of its own with ``warm_up()`` and ``block_ms()``."""
     if not args.serve:
         for workload in args.workload:
             emit(framework, mode, args, time_steps(*build(workload), args.seconds), versions, workload)
         return
     block_ms, first_step_s = {}, {}
     for workload in args.workload:
-        timer = BlockTimer(*build(workload))
+        built = build(workload)
+        timer = built if hasattr(built, "block_ms") else BlockTimer(*built)
         first_step_s[workload] = timer.warm_up()
         block_ms[workload] = timer.block_ms
     serve(block_ms, {"framework": framework, "mode": mode, "first_step_s": first_step_s, "threads": args.threads,

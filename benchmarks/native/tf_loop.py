@@ -1,11 +1,11 @@
-"""Native TensorFlow training loop (no xfbench code): `--mode graph` or `--mode eager`.
+"""Native TensorFlow training loop (no xfbench code): `--mode graph`, `--mode eager` or `--mode xla`.
 
 Raw tf ops on tf.Variables with a GradientTape (no Keras).  Adam is the PyTorch/optax
 formula, computed by the fused `ResourceApplyAdam` kernel (one op per variable) fed a
 per-step epsilon `eps * sqrt(1 - beta2^t)`, which turns TF's "epsilon-hat" placement into
 exactly `p -= lr * m_hat / (sqrt(v_hat) + eps)`.  Graph mode wraps the whole train step
-in one `tf.function` (XLA `jit_compile=True` for the MLP only, see `build`); eager mode runs the
-very same Python step op by op.
+in one `tf.function` (XLA `jit_compile=True` for the MLP only, see `build`); xla mode is the same
+`tf.function` with `jit_compile=True` for both workloads; eager mode runs the very same Python step op by op.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def build(workload: str, mode: str, seed: int, jit_compile: bool | None = None) 
     """
     import tensorflow as tf
 
+    if mode == "xla":
+        mode, jit_compile = "graph", True
     if jit_compile is None:
         jit_compile = workload == "mlp"
     f32 = tf.float32

@@ -1,4 +1,5 @@
-"""Native PyTorch (eager, no torch.compile) training loop, no xfbench code.
+"""Native PyTorch training loop, no xfbench code: `--mode eager`, or `--mode compile` for the model through
+`torch.compile(model)` (mode "default", TorchInductor), as the PyTorch tutorial writes it.
 
 Idiomatic `nn.Sequential` + `F.cross_entropy` + `torch.optim.Adam`, `zero_grad(set_to_none=True)`.
 Canonical numpy weights are converted to torch layouts (Linear (out, in), Conv OIHW, and the CNN's
@@ -44,7 +45,8 @@ def make_model(workload: str, seed: int) -> Any:
     return model
 
 
-def build(workload: str, seed: int, channels_last: bool = True, adam: str = "fused") -> tuple[Callable, Callable]:
+def build(workload: str, seed: int, channels_last: bool = True, adam: str = "fused", compile: bool = False,
+          ) -> tuple[Callable, Callable]:
     """Model, optimizer, device data and the `step(i)` / `sync(loss)` pair. adam: 'loop', 'foreach' or 'fused'."""
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -54,6 +56,8 @@ def build(workload: str, seed: int, channels_last: bool = True, adam: str = "fus
     flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[adam]
     betas = (common.BETA1, common.BETA2)
     opt = torch.optim.Adam(model.parameters(), lr=common.LR, betas=betas, eps=common.EPS, **flags)
+
+    forward = torch.compile(model) if compile else model
 
     # Data goes to the device once; one epoch's 40 batches are gathered once, before timing.
     x_np, y_np = common.make_data(workload, seed)
@@ -67,7 +71,7 @@ def build(workload: str, seed: int, channels_last: bool = True, adam: str = "fus
     n = len(xs)
 
     def step(i: int) -> Any:
-        loss = F.cross_entropy(model(xs[i % n]), ys[i % n])
+        loss = F.cross_entropy(forward(xs[i % n]), ys[i % n])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -85,7 +89,9 @@ def main() -> None:
     with common.quiet_stderr():
         import torch
     torch.set_num_threads(args.threads)
-    common.run("torch", "eager", args, lambda workload: build(workload, args.seed), {"torch": torch.__version__})
+    mode = "compile" if args.mode == "compile" else "eager"
+    common.run("torch", mode, args, lambda workload: build(workload, args.seed, compile=mode == "compile"),
+               {"torch": torch.__version__})
 
 
 if __name__ == "__main__":

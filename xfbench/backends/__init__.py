@@ -6,7 +6,7 @@ Rule: importing ``xfbench`` (or this module) imports no framework. A backend's m
 Example:
     >>> from xfbench.backends import backend_names
     >>> backend_names()
-    ['jax', 'tf-eager', 'tf-graph', 'tf-xla', 'torch']
+    ['jax', 'keras-jax', 'keras-tensorflow', 'keras-torch', 'tf-eager', 'tf-graph', 'tf-xla', 'torch', 'torch-compile']
 """
 
 from __future__ import annotations
@@ -28,8 +28,23 @@ BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
     "tf-xla": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True, "xla": True}),
     "torch": ("xfbench.backends.torch:TorchBackend", {}),
     "jax": ("xfbench.backends.jax:JaxBackend", {}),
+    "torch-compile": ("xfbench.backends.torch:TorchBackend", {"compile": True}),
+    "keras-jax": ("xfbench.backends.keras:KerasBackend", {"framework": "jax"}),
+    "keras-tensorflow": ("xfbench.backends.keras:KerasBackend", {"framework": "tensorflow"}),
+    "keras-torch": ("xfbench.backends.keras:KerasBackend", {"framework": "torch"}),
 }
 DEFAULT_BACKENDS = ("tf-graph", "tf-eager", "torch", "jax")
+DESCRIPTIONS = {
+    "tf-graph": "TensorFlow, step in tf.function (XLA for conv-free models on CPU, always on GPU)",
+    "tf-eager": "TensorFlow, eager op by op",
+    "tf-xla": "TensorFlow, tf.function with XLA (jit_compile=True) for every model",
+    "torch": "PyTorch eager",
+    "torch-compile": "PyTorch, the model through torch.compile (inductor, mode default)",
+    "jax": "JAX, the whole step under jax.jit",
+    "keras-jax": "Keras 3 on JAX: Keras layers, optimizer and compiled train step",
+    "keras-tensorflow": "Keras 3 on TensorFlow: Keras layers, optimizer and compiled train step",
+    "keras-torch": "Keras 3 on PyTorch: Keras layers, optimizer and train step",
+}
 BUILTIN = frozenset(BACKENDS)
 
 
@@ -56,6 +71,11 @@ _register_extra(os.environ.get("XFBENCH_EXTRA_BACKENDS", ""))
 
 def backend_names() -> list[str]:
     return sorted(BACKENDS)
+
+
+def describe(name: str) -> str:
+    """One line on what backend ``name`` runs (a user's own adapter: its module and class)."""
+    return DESCRIPTIONS.get(name) or f"user adapter {BACKENDS[name][0]}"
 
 
 def check_name(name: str) -> str:

@@ -73,12 +73,18 @@ class Backend(ABC):
     extra: str = ""           # xfbench's extra, e.g. "tensorflow"
     layout: str = "NHWC"      # the image layout this adapter computes in
     compiles: bool = False    # its step is traced/compiled (Trainer.compile_count() is an int, not None)
+    slow_compile: bool = False  # compiling a model takes seconds to tens of seconds (torch.compile's inductor)
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (framework missing, with the install hint), or None. Imports nothing."""
         if importlib.util.find_spec(self.module) is None:
             return f"{self.module} is not installed: pip install 'xfbench[{self.extra}]'"
         return None
+
+    def process_env(self) -> dict[str, str]:
+        """Environment variables this backend needs before its framework is imported (the worker sets them first;
+        e.g. ``KERAS_BACKEND``). A backend with any cannot share a process with one that needs other values."""
+        return {}
 
     def configure_threads(self, threads: int) -> None:
         """Set thread-count environment variables; called before the framework is imported."""

@@ -93,6 +93,7 @@ def cell_parity(backend: Backend, task: Task, device_kind: str, options: dict[st
         "loss_rel": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
         "grads": {name: asdict(diff) for name, diff in _tensor_diffs(grads, ref_grads).items()},
         "steps": options["steps"],
+        "optimizer_formula": trainer.describe().get("optimizer_formula", "spec"),
         "weights_after_steps": {name: value.tolist() for name, value in trainer.get_weights().items()},
     }
 
@@ -108,8 +109,10 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
             groups.setdefault((cell.task, cell.device.kind), []).append(cell)
     for (task_name, _), cells in groups.items():
         task = tasks[task_name]
-        ref_params = reference.optimizer_steps(task, initial_weights(task), reference.task_batches(task, options.steps),
-                                               options.steps)
+        refs = {formula: reference.optimizer_steps(task, initial_weights(task),
+                                                   reference.task_batches(task, options.steps), options.steps,
+                                                   formula=formula)
+                for formula in sorted({cell.parity.optimizer_formula for cell in cells})}  # type: ignore[union-attr]
         params = {}
         for cell in cells:
             assert cell.parity is not None and cell.parity.weights_after_steps is not None
@@ -119,7 +122,12 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
         for cell in cells:
             parity = cell.parity
             assert parity is not None
-            parity.params_vs_reference = _tensor_diffs(params[cell.backend], ref_params)
+            parity.params_vs_reference = _tensor_diffs(params[cell.backend], refs[parity.optimizer_formula])
+            if parity.optimizer_formula != "spec":  # the measured effect of the formula, beside the judged numbers
+                spec = refs.get("spec") or reference.optimizer_steps(
+                    task, initial_weights(task), reference.task_batches(task, options.steps), options.steps)
+                parity.params_vs_spec_reference = _tensor_diffs(params[cell.backend], spec)
+            parity.formulas = {cell.backend: cell.parity.optimizer_formula for cell in cells}  # type: ignore[union-attr]
             parity.params_vs_backends = {
                 other: _tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
             }
@@ -160,6 +168,8 @@ def failures(parity: Parity, options: ParityOptions, trusted: set[str] | None = 
     for other, diffs in parity.params_vs_backends.items():
         if trusted is not None and other not in trusted:
             continue
+        if parity.formulas.get(other, "spec") != parity.optimizer_formula:
+            continue  # another optimizer formula: the divergence is shown, each is judged against its own reference
         for name, diff in diffs.items():
             if diff.rel > options.param_rel:
                 lines.append(f"{name} after {parity.steps} steps vs {other}: rel diff {diff.rel:.3g}"
@@ -168,13 +178,17 @@ def failures(parity: Parity, options: ParityOptions, trusted: set[str] | None = 
 
 
 def summary(parity: Parity) -> dict[str, Any]:
-    """The headline numbers of a cell's parity, for tables."""
+    """The headline numbers of a cell's parity, for tables. "Between backends" counts the backends that follow the
+    same optimizer formula; ``params_vs_spec_rel`` is the distance of another formula from the spec's reference."""
     grad_name, grad_rel = _worst(parity.grads)
     out: dict[str, Any] = {"forward_max_abs": parity.forward_max_abs, "forward_rel": parity.forward_rel,
-                           "loss_rel": parity.loss_rel, "grad_rel": grad_rel, "grad_tensor": grad_name}
+                           "loss_rel": parity.loss_rel, "grad_rel": grad_rel, "grad_tensor": grad_name,
+                           "optimizer_formula": parity.optimizer_formula}
     if parity.params_vs_reference:
         out["params_vs_reference_rel"] = _worst(parity.params_vs_reference)[1]
-    between = [diff for diffs in parity.params_vs_backends.values() for diff in diffs.values()]
+    out["params_vs_spec_rel"] = _worst(parity.params_vs_spec_reference)[1] if parity.params_vs_spec_reference else None
+    between = [diff for other, diffs in parity.params_vs_backends.items()
+               if parity.formulas.get(other, "spec") == parity.optimizer_formula for diff in diffs.values()]
     out["params_vs_backends_rel"] = max((diff.rel for diff in between), default=None)
     out["params_vs_backends_max_abs"] = max((diff.max_abs for diff in between), default=None)
     return out

@@ -187,6 +187,11 @@ class Parity:
     tolerances: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     passed: bool | None = None
+    # the optimizer formula this backend follows ("spec", or "keras": Adam's epsilon before the bias correction),
+    # the formula of every backend compared, and (for a formula other than the spec's) the distance from the spec
+    optimizer_formula: str = "spec"
+    formulas: dict[str, str] = field(default_factory=dict)
+    params_vs_spec_reference: dict[str, TensorDiff] = field(default_factory=dict)
     # the weights after ``steps`` steps, from the worker to the parent's comparison; never written to a file
     weights_after_steps: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -208,6 +213,7 @@ class Parity:
         values.pop("weights_after_steps", None)
         values["grads"] = _diffs(values.get("grads", {}))
         values["params_vs_reference"] = _diffs(values.get("params_vs_reference", {}))
+        values["params_vs_spec_reference"] = _diffs(values.get("params_vs_spec_reference", {}))
         values["params_vs_backends"] = {other: _diffs(diffs)
                                         for other, diffs in (values.get("params_vs_backends") or {}).items()}
         return cls(**values)

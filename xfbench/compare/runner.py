@@ -352,7 +352,7 @@ def run_plan(plan: Plan, progress: Progress | None = None, on_cell: Callable[[Ce
 
 
 def probe_backends(timeout: float = 120.0) -> list[list[str]]:
-    """Rows (backend, status, versions, devices) for ``xfbench list``; each framework imported in a worker."""
+    """Rows (backend, what, status, versions, devices) for ``xfbench list``; each framework imported in a worker."""
     rows = []
     seen: dict[str, dict[str, Any] | str] = {}
     with LocalExecutor() as executor:
@@ -360,24 +360,25 @@ def probe_backends(timeout: float = 120.0) -> list[list[str]]:
             try:
                 backend = backends.get(name)
             except Exception as error:  # a broken adapter module: say so, list the others
-                rows.append([name, "broken", "-", f"cannot load the adapter: {error}"])
+                rows.append([name, backends.describe(name), "broken", "-", f"cannot load the adapter: {error}"])
                 continue
             reason = backend.unavailable_reason()
             if reason:
-                rows.append([name, "not installed", "-", reason])
+                rows.append([name, backends.describe(name), "not installed", "-", reason])
                 continue
-            if backend.module not in seen:
+            key = f"{backend.module} {sorted(backend.process_env().items())}"  # Keras: one probe per Keras backend
+            if key not in seen:
                 worker = executor.start(WorkerSpec(name, "cpu", 1))
                 try:
-                    seen[backend.module] = request(worker, None, "ready", timeout, "importing the framework")
+                    seen[key] = request(worker, None, "ready", timeout, "importing the framework")
                     worker.close()
                 except WorkerError as error:
-                    seen[backend.module] = str(error)
-            info = seen[backend.module]
+                    seen[key] = str(error)
+            info = seen[key]
             if isinstance(info, str):
-                rows.append([name, "broken", "-", info])
+                rows.append([name, backends.describe(name), "broken", "-", info])
                 continue
             versions = ", ".join(f"{key} {value}" for key, value in info["versions"].items())
             devices = "; ".join(f"{d['kind']}: {d['name']}" for d in info["devices"])
-            rows.append([name, "installed", versions, devices])
+            rows.append([name, backends.describe(name), "installed", versions, devices])
     return rows

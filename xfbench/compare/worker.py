@@ -83,6 +83,7 @@ def start_backend(name: str, threads: int) -> tuple[Any, float]:
     from xfbench import backends
 
     backend = backends.get(name)
+    os.environ.update(backend.process_env())
     backend.configure_threads(threads)
     start = time.perf_counter()
     backend.setup(threads)

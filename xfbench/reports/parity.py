@@ -1,4 +1,5 @@
-"""The parity table: per task, each backend's distance from the float64 reference and from the other backends.
+"""The parity table: per task, each backend's optimizer formula, its distance from the float64 reference and from
+the other backends of the same formula.
 
 Reads only the Result (cells with ``parity`` filled by ``compare.parity.finish``).
 """
@@ -24,23 +25,30 @@ def render(result: Result, fmt: str = "simple") -> str:
         rows, problems = [], []
         for cell in (cell for cell in result.cells if cell.task == task):
             if not cell.ok or not cell.parity:
-                rows.append([cell.backend] + ["-"] * 7 + [f"{cell.status}: {cell.error}"])
+                rows.append([cell.backend] + ["-"] * 8 + [f"{cell.status}: {cell.error}"])
                 continue
             numbers = summary(cell.parity)
             verdict = "pass" if cell.parity.passed else "FAIL"
+            formula = numbers["optimizer_formula"]
+            if numbers["params_vs_spec_rel"] is not None:
+                formula += f" ({_num(numbers['params_vs_spec_rel'])} from spec ref)"
             rows.append([
-                cell.backend, _num(numbers["forward_max_abs"]), _num(numbers["forward_rel"]), _num(numbers["loss_rel"]),
+                cell.backend, formula, _num(numbers["forward_max_abs"]), _num(numbers["forward_rel"]), _num(numbers["loss_rel"]),
                 f"{_num(numbers['grad_rel'])} ({numbers['grad_tensor']})", _num(numbers.get("params_vs_reference_rel")),
                 _num(numbers["params_vs_backends_rel"]), _num(numbers["params_vs_backends_max_abs"]), verdict,
             ])
             problems += [f"  {cell.backend}: {line}" for line in cell.parity.failures]
-        headers = ["backend", "fwd max abs", "fwd rel", "loss rel", "worst grad rel (tensor)",
-                   f"params rel vs ref ({tolerances.get('steps', 'K')} steps)", "params rel vs backends",
-                   "params max abs vs backends", "verdict"]
+        headers = ["backend", "optimizer formula", "fwd max abs", "fwd rel", "loss rel", "worst grad rel (tensor)",
+                   f"params rel vs ref ({tolerances.get('steps', 'K')} steps)", "params rel vs backends*",
+                   "params max abs vs backends*", "verdict"]
         text = f"{task}\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
         if problems:
             text += "\nfailures:\n" + "\n".join(problems)
         blocks.append(text)
+    if any(cell.parity and cell.parity.optimizer_formula != "spec" for cell in result.cells):
+        blocks.append("* between backends of the same optimizer formula. A backend of another formula (keras: Adam's "
+                      "epsilon before the bias correction, in float32) is judged against a reference of its own "
+                      "formula; its distance from the spec's reference is shown beside the formula.")
     if tolerances:
         blocks.append("tolerances: forward max abs {forward_abs:g}, loss rel {loss_rel:g}, gradient rel {grad_rel:g}, "
                       "parameters rel {param_rel:g} (relative = ||a - b|| / ||b|| per tensor)".format(**tolerances))

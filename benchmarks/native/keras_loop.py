@@ -1,0 +1,100 @@
+"""Native Keras 3 training, no xfbench code: `--mode jax|tensorflow|torch` (the Keras backend, set before import).
+
+Written as the Keras guides write it: a `keras.Sequential` of Keras layers, `model.compile(optimizer=
+keras.optimizers.Adam(...), loss=SparseCategoricalCrossentropy(from_logits=True))` with Keras' default
+`jit_compile="auto"`, and `model.fit(x, y, batch_size=128, epochs=1, shuffle=False, verbose=0)`. A timed block of
+k steps is one `fit` call over k batches of the epoch's data, k at least one epoch (40 batches; more where the
+calibration of the other loops asks for more), so the time includes what `fit` adds per epoch and per step: its
+data adapter, epoch iterator and callbacks, spread over an epoch as a user's `fit` spreads it. The weights are
+the canonical ones (Keras' channels_last layouts are the canonical layouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Any
+
+import common
+import numpy as np
+
+
+def make_model(workload: str, seed: int) -> Any:
+    import keras
+
+    if workload == "mlp":
+        layers = [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(256, activation="relu"),
+                  keras.layers.Dense(10)]
+    else:
+        layers = [keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+                  keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+                  keras.layers.Flatten(), keras.layers.Dense(10)]
+    model = keras.Sequential([keras.Input(shape=common.INPUT_SHAPE[workload]), *layers])
+    model.set_weights(list(common.make_params(workload, seed).values()))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=common.LR, beta_1=common.BETA1, beta_2=common.BETA2,
+                                                  epsilon=common.EPS),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class FitTimer:
+    """The timing protocol of common.BlockTimer with `model.fit` as the loop: a block of k steps is one fit call."""
+
+    def __init__(self, workload: str, seed: int) -> None:
+        self.model = make_model(workload, seed)
+        x, y = common.make_data(workload, seed)
+        perm = common.epoch_permutation(seed)
+        self.x, self.y = x[perm], y[perm].astype(np.int64)
+        self.k = common.BATCHES_PER_EPOCH
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def block(self, k: int) -> float:
+        if k not in self._blocks:  # k batches in epoch order, wrapping around: built once per k, off the clock
+            index = np.arange(k * common.BATCH) % len(self.x)
+            self._blocks[k] = self.x[index], self.y[index]
+        x, y = self._blocks[k]
+        start = time.perf_counter()
+        self.model.fit(x, y, batch_size=common.BATCH, epochs=1, shuffle=False, verbose=0)
+        return time.perf_counter() - start
+
+    def warm_up(self, warmup_s: float = 0.3, min_block_s: float = 0.05) -> float:
+        first_step_s = self.block(1)  # builds and compiles the train step
+        t_warm = time.perf_counter()
+        while True:
+            dt = self.block(self.k)
+            if dt < min_block_s:
+                self.k = min(self.k * 10, max(self.k + 1, math.ceil(self.k * 1.25 * min_block_s / max(dt, 1e-9))))
+            elif time.perf_counter() - t_warm >= warmup_s:
+                return first_step_s
+
+    def block_ms(self) -> float:
+        return self.block(self.k) / self.k * 1e3
+
+
+def main() -> None:
+    args: argparse.Namespace = common.parse_args("keras")
+    if args.mode not in ("jax", "tensorflow", "torch"):
+        raise SystemExit(f"keras_loop.py: --mode must be jax, tensorflow or torch, got {args.mode!r}")
+    if not args.serve:
+        raise SystemExit("keras_loop.py measures with --serve only (the turn protocol of native_overhead.py)")
+    os.environ["KERAS_BACKEND"] = args.mode
+    common.set_thread_env(args.threads)
+    with common.quiet_stderr():
+        import keras
+        if args.mode == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        elif args.mode == "torch":
+            import torch
+
+            torch.set_num_threads(args.threads)
+    common.run("keras", args.mode, args, lambda workload: FitTimer(workload, args.seed),
+               {"keras": keras.__version__})
+
+
+if __name__ == "__main__":
+    main()
