@@ -56,7 +56,8 @@ def test_overhead_benchmark_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backends", "pytorch"], "unknown backend 'pytorch'; choose from: tf-graph, tf-eager, torch, jax"),
+    (["--backends", "pytorch"], "unknown backend 'pytorch'; choose from: tf-graph, tf-eager, torch, jax, tf-xla, "
+                                "torch-compile, keras-jax, keras-tensorflow, keras-torch"),
     (["--pairs", "0"], "--pairs must be at least 1, got 0"),
 ])
 def test_overhead_benchmark_bad_input(args, message):
