@@ -12,48 +12,13 @@ loss and optimizer passed to ``compile`` and trained with ``train_on_batch``: Ke
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import keras
 import numpy as np
 
-from xfbench.tasks import SGD, Activation, AvgPool2D, Conv2D, Dense, Flatten, Layer, MaxPool2D, Task, get_task
+from xfbench.backends.keras import keras_layer, keras_loss, keras_optimizer  # the same Keras model as keras-*
+from xfbench.tasks import get_task
 from xfbench.tasks.init import param_shapes
-
-
-def keras_layer(layer: Layer) -> Any:
-    """The Keras layer computing the same function as one xfbench layer (channels_last, neutral layouts)."""
-    if isinstance(layer, Dense):
-        return keras.layers.Dense(layer.units, activation=layer.activation)
-    if isinstance(layer, Conv2D):
-        return keras.layers.Conv2D(layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
-                                   activation=layer.activation, data_format="channels_last")
-    if isinstance(layer, MaxPool2D):
-        return keras.layers.MaxPooling2D(layer.pool_size, strides=layer.strides, padding="valid")
-    if isinstance(layer, AvgPool2D):
-        return keras.layers.AveragePooling2D(layer.pool_size, strides=layer.strides, padding="valid")
-    if isinstance(layer, Flatten):
-        return keras.layers.Flatten(data_format="channels_last")  # H, W, C order, as the neutral Flatten
-    if isinstance(layer, Activation):
-        return keras.layers.Activation(layer.name)
-    raise TypeError(f"no Keras equivalent for {type(layer).__name__}")
-
-
-def keras_loss(task: Task) -> Any:
-    """The task's mean loss; Keras' default reduction (mean over the batch) matches xfbench's formulas."""
-    if task.loss == "softmax_cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if task.loss == "sigmoid_binary_cross_entropy":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.MeanSquaredError()
-
-
-def keras_optimizer(task: Task) -> Any:
-    opt = task.optimizer
-    if isinstance(opt, SGD):
-        return keras.optimizers.SGD(learning_rate=opt.learning_rate, momentum=opt.momentum)
-    return keras.optimizers.Adam(learning_rate=opt.learning_rate, beta_1=opt.beta1, beta_2=opt.beta2,
-                                 epsilon=opt.epsilon)
 
 
 def main(task_name: str, in_path: str, out_path: str) -> None:
