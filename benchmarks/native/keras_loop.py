@@ -12,7 +12,6 @@ the canonical ones (Keras' channels_last layouts are the canonical layouts).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from typing import Any
@@ -39,8 +38,9 @@ def make_model(workload: str, seed: int) -> Any:
     return model
 
 
-class FitTimer:
-    """The timing protocol of common.BlockTimer with `model.fit` as the loop: a block of k steps is one fit call."""
+class FitTimer(common.BlockTimer):
+    """common.BlockTimer's protocol (warm-up, calibration, block_ms) with `model.fit` as the loop: a block of k
+    steps is one fit call, k starting at one epoch."""
 
     def __init__(self, workload: str, seed: int) -> None:
         self.model = make_model(workload, seed)
@@ -48,6 +48,7 @@ class FitTimer:
         perm = common.epoch_permutation(seed)
         self.x, self.y = x[perm], y[perm].astype(np.int64)
         self.k = common.BATCHES_PER_EPOCH
+        self.counter = 0
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def block(self, k: int) -> float:
@@ -58,19 +59,6 @@ class FitTimer:
         start = time.perf_counter()
         self.model.fit(x, y, batch_size=common.BATCH, epochs=1, shuffle=False, verbose=0)
         return time.perf_counter() - start
-
-    def warm_up(self, warmup_s: float = 0.3, min_block_s: float = 0.05) -> float:
-        first_step_s = self.block(1)  # builds and compiles the train step
-        t_warm = time.perf_counter()
-        while True:
-            dt = self.block(self.k)
-            if dt < min_block_s:
-                self.k = min(self.k * 10, max(self.k + 1, math.ceil(self.k * 1.25 * min_block_s / max(dt, 1e-9))))
-            elif time.perf_counter() - t_warm >= warmup_s:
-                return first_step_s
-
-    def block_ms(self) -> float:
-        return self.block(self.k) / self.k * 1e3
 
 
 def main() -> None:
