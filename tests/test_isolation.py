@@ -132,3 +132,32 @@ def test_malformed_extra_backends_is_one_line():
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "xfbench: error: XFBENCH_EXTRA_BACKENDS entry 'no-equals-sign' must look like name=package.module:ClassName"]
+
+
+def test_keras_missing_is_unsupported_with_the_keras_hint(monkeypatch: pytest.MonkeyPatch):
+    """Without Keras, every keras-* backend says so with the extra to install (the native framework being there)."""
+    import importlib.util
+
+    from xfbench.backends.keras import KerasBackend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "keras" else real(name, *a))
+    for framework in ("jax", "tensorflow", "torch"):
+        assert KerasBackend(framework).unavailable_reason() == "keras is not installed: pip install 'xfbench[keras]'"
+
+
+def test_two_keras_backends_in_one_run_each_in_its_own_worker():
+    """keras-jax and keras-torch in one run: each worker sets KERAS_BACKEND before importing Keras, so both run, on
+    their own framework, and say so in their fingerprint and versions."""
+    for name in ("keras-jax", "keras-torch"):
+        reason = backends.get(name).unavailable_reason()
+        if reason:
+            pytest.skip(f"{name}: {reason}")
+    result = xfbench.run(tasks="regression", backends=["keras-jax", "keras-torch"], threads=2, epochs=3,
+                         timing=TimingOptions.quick())
+    check_result_schema(result.to_dict())
+    for framework in ("jax", "torch"):
+        cell = result.cell("regression", f"keras-{framework}")
+        assert cell.status == "ok", cell.error
+        assert cell.fingerprint["keras_backend"] == framework and framework in cell.versions
+        assert cell.fingerprint["mode"].endswith(f"on {framework}") and cell.metrics["r2"] > 0.9

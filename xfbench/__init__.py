@@ -36,7 +36,8 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
 
     Args:
         tasks: built-in task names (``"regression,mlp,cnn"``, the default) and/or :class:`xfbench.tasks.Task` objects.
-        backends: any of ``tf-graph``, ``tf-eager``, ``torch``, ``jax`` (default: all four).
+        backends: any registered backend: ``tf-graph``, ``tf-eager``, ``torch``, ``jax`` (the default four),
+            ``tf-xla``, ``torch-compile``, ``keras-jax``, ``keras-tensorflow``, ``keras-torch``, or ``"all"``.
         devices: ``cpu`` (default) and/or ``gpu``.
         threads: threads (and cores) per framework, the same for all; default: all usable cores.
         epochs: override every task's epoch count.
