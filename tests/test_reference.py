@@ -227,8 +227,9 @@ def test_sgd_momentum_two_steps_by_hand():
     np.testing.assert_allclose(one["0.Dense.kernel"], [[0.3 + 0.0775], [-0.2 + 0.245]], rtol=1e-14)
 
 
-def test_adam_two_steps_by_hand():
-    opt = Adam(learning_rate=0.05, beta1=0.8, beta2=0.9, epsilon=1e-3)
+def adam_by_hand(update) -> dict[str, np.ndarray]:
+    """Two Adam steps (lr 0.05, betas 0.8 / 0.9, eps 1e-3) on BATCHES from START, written out; ``update(m, v, t)``
+    is the step subtracted from a weight, the one place the spec's and Keras' formulas differ."""
     params = {name: value.copy() for name, value in START.items()}
     m = {name: 0.0 for name in params}
     v = {name: 0.0 for name in params}
@@ -237,7 +238,13 @@ def test_adam_two_steps_by_hand():
         for name, g in (("0.Dense.kernel", gw), ("0.Dense.bias", gb)):
             m[name] = 0.8 * m[name] + 0.2 * g
             v[name] = 0.9 * v[name] + 0.1 * g * g
-            params[name] = params[name] - 0.05 * (m[name] / (1 - 0.8**t)) / (np.sqrt(v[name] / (1 - 0.9**t)) + 1e-3)
+            params[name] = params[name] - update(m[name], v[name], t)
+    return params
+
+
+def test_adam_two_steps_by_hand():
+    opt = Adam(learning_rate=0.05, beta1=0.8, beta2=0.9, epsilon=1e-3)
+    params = adam_by_hand(lambda m, v, t: 0.05 * (m / (1 - 0.8**t)) / (np.sqrt(v / (1 - 0.9**t)) + 1e-3))
     new, losses = ref.optimizer_steps(linear_task(opt), START, BATCHES, return_losses=True)
     for name, value in params.items():
         np.testing.assert_allclose(new[name], value, rtol=1e-14)
@@ -253,16 +260,7 @@ def test_keras_adam_two_steps_by_hand():
     Keras' float32 arithmetic. Written out in float64 it agrees to float32 precision and is measurably not the spec's
     formula; SGD's formula is the same under both names."""
     opt = Adam(learning_rate=0.05, beta1=0.8, beta2=0.9, epsilon=1e-3)
-    params = {name: value.copy() for name, value in START.items()}
-    m = {name: 0.0 for name in params}
-    v = {name: 0.0 for name in params}
-    for t, (x, y) in enumerate(BATCHES, start=1):
-        gw, gb = hand_grad(params["0.Dense.kernel"], params["0.Dense.bias"], x, y)
-        for name, g in (("0.Dense.kernel", gw), ("0.Dense.bias", gb)):
-            m[name] = 0.8 * m[name] + 0.2 * g
-            v[name] = 0.9 * v[name] + 0.1 * g * g
-            params[name] = params[name] - 0.05 * np.sqrt(1 - 0.9**t) / (1 - 0.8**t) * m[name] / (
-                np.sqrt(v[name]) + 1e-3)
+    params = adam_by_hand(lambda m, v, t: 0.05 * np.sqrt(1 - 0.9**t) / (1 - 0.8**t) * m / (np.sqrt(v) + 1e-3))
     keras = ref.optimizer_steps(linear_task(opt), START, BATCHES, formula="keras")
     spec = ref.optimizer_steps(linear_task(opt), START, BATCHES)
     for name, value in params.items():

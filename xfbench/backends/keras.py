@@ -29,7 +29,7 @@ import numpy as np
 
 from xfbench.backends import common
 from xfbench.backends.base import Backend, Trainer, Weights
-from xfbench.errors import XfbenchError
+from xfbench.errors import XfbenchError, unknown_name
 from xfbench.tasks.init import param_shapes
 from xfbench.tasks.spec import SGD, Activation, AvgPool2D, Conv2D, Dense, Flatten, Layer, MaxPool2D, Task
 
@@ -110,6 +110,8 @@ class KerasTrainer(Trainer):
         self.model._symbolic_build(data_batch=(x, y, None))  # what fit does first: builds optimizer and metrics
         self.model.make_train_function()
         self.train_function = self.model.train_function
+        # TensorFlow: the tf.function(s) inside Keras' train function, found once (their trace counts are read per turn)
+        self._traced = _traced_functions(self.train_function) if framework == "tensorflow" else []
         if framework == "jax":
             _jax_compiles()  # start counting before the first step compiles
 
@@ -204,9 +206,8 @@ class KerasTrainer(Trainer):
     def compile_count(self) -> int | None:
         if self.framework == "jax":
             return _jax_compiles()
-        if self.framework == "tensorflow":
-            traced = _traced_functions(self.train_function)
-            return sum(int(f.experimental_get_tracing_count()) for f in traced) if traced else None
+        if self.framework == "tensorflow" and self._traced:
+            return sum(int(f.experimental_get_tracing_count()) for f in self._traced)
         return None
 
 
@@ -256,7 +257,7 @@ class KerasBackend(Backend):
 
     def __init__(self, framework: str) -> None:
         if framework not in FRAMEWORKS:
-            raise XfbenchError(f"unknown Keras backend {framework!r}; choose one of: {', '.join(FRAMEWORKS)}")
+            raise unknown_name("Keras backend", framework, FRAMEWORKS)
         self.framework = framework
         self.name = f"keras-{framework}"
         # Keras compiles its step on jax (always) and tensorflow (tf.function); on torch it runs eagerly by default

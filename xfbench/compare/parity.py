@@ -109,10 +109,13 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
             groups.setdefault((cell.task, cell.device.kind), []).append(cell)
     for (task_name, _), cells in groups.items():
         task = tasks[task_name]
+        formulas = {cell.backend: cell.parity.optimizer_formula for cell in cells}  # type: ignore[union-attr]
+        # each formula's reference once; the spec's too when another is present (its measured effect is shown)
         refs = {formula: reference.optimizer_steps(task, initial_weights(task),
                                                    reference.task_batches(task, options.steps), options.steps,
                                                    formula=formula)
-                for formula in sorted({cell.parity.optimizer_formula for cell in cells})}  # type: ignore[union-attr]
+                for formula in sorted(set(formulas.values()) | ({"spec"} if set(formulas.values()) - {"spec"}
+                                                                else set()))}
         params = {}
         for cell in cells:
             assert cell.parity is not None and cell.parity.weights_after_steps is not None
@@ -124,10 +127,8 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
             assert parity is not None
             parity.params_vs_reference = _tensor_diffs(params[cell.backend], refs[parity.optimizer_formula])
             if parity.optimizer_formula != "spec":  # the measured effect of the formula, beside the judged numbers
-                spec = refs.get("spec") or reference.optimizer_steps(
-                    task, initial_weights(task), reference.task_batches(task, options.steps), options.steps)
-                parity.params_vs_spec_reference = _tensor_diffs(params[cell.backend], spec)
-            parity.formulas = {cell.backend: cell.parity.optimizer_formula for cell in cells}  # type: ignore[union-attr]
+                parity.params_vs_spec_reference = _tensor_diffs(params[cell.backend], refs["spec"])
+            parity.formulas = dict(formulas)
             parity.params_vs_backends = {
                 other: _tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
             }
