@@ -1,4 +1,4 @@
-"""The result schema of docs/schema.md (``schema_version`` 3) as a checker other tests reuse.
+"""The result schema of docs/schema.md (``schema_version`` 4) as a checker other tests reuse.
 
 ``check_result_schema(document)`` asserts that a result document (the parsed JSON) has every documented field with
 the documented type and range, and nothing undocumented. Cells that are not ``ok`` need only the identity fields and
@@ -22,9 +22,12 @@ TOP_LEVEL = ["schema_version", "created", "complete", "versions", "machine", "co
 MACHINE = {"cpu": str, "cores": int, "os": str, "python": str}
 VERSIONS = {"xfbench", "numpy", "scipy", "python"}
 CONFIG = {"tasks": list, "task_descriptions": dict, "task_hashes": dict, "backends": list, "devices": list,
-          "threads": int, "timeout_s": float, "seeds": int, "epochs": dict, "targets": dict, "malloc": dict}
+          "threads": int, "timeout_s": float, "seeds": int, "epochs": dict, "targets": dict, "malloc": dict,
+          "executor": dict}
 CELL = {"task", "backend", "device", "status", "error", "task_hash", "versions", "threads", "fingerprint", "metrics",
-        "seed_metrics", "curve", "timing", "memory", "parity"}
+        "seed_metrics", "curve", "timing", "memory", "parity", "node", "lost"}
+NODE = {"id", "hostname", "address", "cpu", "cores", "usable_cores", "gpus", "memory_gb", "labels", "ray_version",
+        "agent_pid"}
 EPOCH_POINT = {"epoch", "train_s", "train_loss", "test"}
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
@@ -36,7 +39,7 @@ PROCESS = {"process", "pid", "import_s", "build_s", "first_step_s", "train_s", "
            "peak_rss_mb"}
 TURN = {"process", "round", "position", "start_s", "block_ms"}
 COMPARISON = {"task", "device", "reference", "ratios", "fastest", "runner_up", "resolved", "paired", "method",
-              "workers_peak_rss_mb", "note"}
+              "workers_peak_rss_mb", "note", "node"}
 RATIO = {"backend", "ratio", "low", "high", "per_process", "rounds", "resolved"}
 
 
@@ -140,7 +143,8 @@ def check_comparison(comparison: dict[str, Any], cells: list[dict[str, Any]], wh
     hold their estimate, the fastest the one with the lowest ratio."""
     assert set(comparison) == COMPARISON, f"{where}: {sorted(set(comparison) ^ COMPARISON)}"
     measured = sorted(cell["backend"] for cell in cells if cell["task"] == comparison["task"]
-                      and cell["device"]["kind"] == comparison["device"] and cell["status"] == "ok")
+                      and cell["device"]["kind"] == comparison["device"] and cell["status"] == "ok"
+                      and (cell["node"] or {}).get("id") == comparison["node"])
     ratios = {ratio["backend"]: ratio for ratio in comparison["ratios"]}
     assert sorted(ratios) == measured, f"{where}: ratios for {sorted(ratios)}, measured {measured}"
     for ratio in comparison["ratios"]:
@@ -155,6 +159,17 @@ def check_comparison(comparison: dict[str, Any], cells: list[dict[str, Any]], wh
     assert comparison["fastest"] == fastest, f"{where}: fastest {comparison['fastest']} but lowest ratio {fastest}"
 
 
+def check_node(node: dict[str, Any], where: str) -> None:
+    """The machine of a cell that ran on a Ray node."""
+    assert set(node) == NODE, f"{where}: fields {sorted(node)}; documented {sorted(NODE)}"
+    assert isinstance(node["id"], str) and len(node["id"]) >= 8, f"{where}.id: {node['id']!r}"
+    for name in ("hostname", "cpu", "ray_version"):
+        assert node[name] is None or (isinstance(node[name], str) and node[name]), f"{where}.{name}: {node[name]!r}"
+    for name in ("cores", "usable_cores", "agent_pid"):
+        assert node[name] is None or (isinstance(node[name], int) and node[name] >= 1), f"{where}.{name}"
+    assert isinstance(node["gpus"], int) and node["gpus"] >= 0 and isinstance(node["labels"], dict), where
+
+
 def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, seeds: int = 1) -> None:
     """One cell. ``steady``: the run measured steady-state timing (``xfbench run``; not ``parity``)."""
     assert set(cell) == CELL, f"{where}: fields {sorted(cell)}; documented {sorted(CELL)}"
@@ -167,6 +182,9 @@ def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, s
     assert isinstance(cell["seed_metrics"], list) and (cell["parity"] is None or isinstance(cell["parity"], dict))
     for name in ("versions", "fingerprint", "metrics", "timing", "memory"):
         assert isinstance(cell[name], dict), f"{where}.{name}: {cell[name]!r}"
+    assert isinstance(cell["lost"], bool), f"{where}.lost: {cell['lost']!r}"
+    if cell["node"] is not None:
+        check_node(cell["node"], f"{where}.node")
     if cell["status"] != "ok":
         assert isinstance(cell["error"], str) and cell["error"], f"{where}: a {cell['status']} cell needs its reason"
         return
@@ -194,7 +212,7 @@ def check_cell(cell: dict[str, Any], where: str = "cell", steady: bool = True, s
 def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     """A whole result document: top level, machine, config, and one cell per task x backend x device."""
     assert list(document) == TOP_LEVEL, f"top-level keys {list(document)}; documented {TOP_LEVEL}"
-    assert document["schema_version"] == 3 and document["complete"] is True
+    assert document["schema_version"] == 4 and document["complete"] is True
     assert set(document["versions"]) == VERSIONS, document["versions"]
     created = datetime.datetime.fromisoformat(document["created"])
     assert created.utcoffset() == datetime.timedelta(0), f"created is not UTC: {document['created']}"
@@ -208,8 +226,11 @@ def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
     assert config["malloc"]["policy"] in ("steady", "system", "user"), f"config.malloc: {config['malloc']}"
     cells = document["cells"]
     assert isinstance(cells, list)
+    executor = config["executor"]
+    assert executor["kind"] in ("local", "ray"), f"config.executor: {executor}"
+    copies = len(executor["nodes"]) if executor["kind"] == "ray" and executor.get("on_each") else 1
     expected = sorted((task, backend, device) for task in config["tasks"] for backend in config["backends"]
-                      for device in config["devices"])
+                      for device in config["devices"] for _ in range(copies))
     keys = [(cell.get("task"), cell.get("backend"), (cell.get("device") or {}).get("kind")) for cell in cells]
     assert sorted(keys) == expected, f"cells {keys}; expected one per task x backend x device"
     tasks_in_order = [key[0] for key in keys]
@@ -218,11 +239,19 @@ def check_result_schema(document: dict[str, Any], steady: bool = True) -> None:
         where = f"cells[{index}] ({cell['task']}, {cell['backend']}, {cell['device']['kind']})"
         check_cell(cell, where, steady=steady, seeds=config["seeds"])
         assert cell["task_hash"] == config["task_hashes"][cell["task"]], where
-        if cell["status"] == "ok":
+        if executor["kind"] == "local":
+            assert cell["node"] is None and cell["lost"] is False, where
+        else:  # every cell of a Ray run names its node; a failed placement is a lost cell
+            assert cell["node"] is not None and cell["node"]["id"] in executor["nodes"], where
+        if cell["status"] == "ok" and cell["node"] is None:
             assert cell["threads"] == config["threads"], where
-    groups = {(cell["task"], cell["device"]["kind"]) for cell in cells if cell["status"] == "ok"}
+        elif cell["status"] == "ok":
+            assert 1 <= cell["threads"] <= cell["node"]["usable_cores"], where
+    groups = {(cell["task"], cell["device"]["kind"], (cell["node"] or {}).get("id")) for cell in cells
+              if cell["status"] == "ok"}
     if steady:
-        assert sorted((item["task"], item["device"]) for item in document["comparisons"]) == sorted(groups)
+        assert sorted(((item["task"], item["device"], item["node"]) for item in document["comparisons"]),
+                      key=str) == sorted(groups, key=str)
     else:
         assert document["comparisons"] == []
     for index, comparison in enumerate(document["comparisons"]):

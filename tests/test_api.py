@@ -220,7 +220,7 @@ def test_result_json_round_trip(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text  # standard JSON
     document = json.loads(text)
-    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 3
+    assert next(iter(document)) == "schema_version" and document["schema_version"] == SCHEMA_VERSION == 4
     assert document["cells"][1]["metrics"] == {"accuracy": 0.1, "loss": None, "train_loss": None}
     loaded = xfbench.load(str(path))
     assert loaded.to_dict() == document
@@ -244,9 +244,9 @@ def test_result_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(XfbenchError, match="is not a JSON result"):
         xfbench.load(str(tmp_path / "bad.json"))
-    (tmp_path / "v4.json").write_text(json.dumps({"schema_version": 4, "cells": []}), encoding="utf-8")
-    with pytest.raises(XfbenchError, match="schema_version 4 is not one this xfbench reads"):
-        xfbench.load(str(tmp_path / "v4.json"))
+    (tmp_path / "v5.json").write_text(json.dumps({"schema_version": 5, "cells": []}), encoding="utf-8")
+    with pytest.raises(XfbenchError, match="schema_version 5 is not one this xfbench reads"):
+        xfbench.load(str(tmp_path / "v5.json"))
     with pytest.raises(XfbenchError, match="no cell for task 'cnn'"):
         sample_result().cell("cnn", "torch")
 

@@ -205,22 +205,22 @@ def valid_document() -> dict:
 
 HOSTILE_FILES = [
     ("[]", "a result is a JSON object, got list"),
-    ('{"schema_version": 3, "cells": "abc"}', "malformed result: cells must be a list, got 'abc'"),
-    ('{"schema_version": 3, "cells": [1]}', "malformed result: cells[0] must be an object, got 1"),
-    ('{"schema_version": 3, "cells": [{"task": 1}]}', "malformed result: cells[0].task must be a non-empty string"),
-    ('{"schema_version": 3, "cells": [{"task": "t", "backend": "b", "status": "pwned", "device": {"kind": "cpu"}}]}',
+    ('{"schema_version": 4, "cells": "abc"}', "malformed result: cells must be a list, got 'abc'"),
+    ('{"schema_version": 4, "cells": [1]}', "malformed result: cells[0] must be an object, got 1"),
+    ('{"schema_version": 4, "cells": [{"task": 1}]}', "malformed result: cells[0].task must be a non-empty string"),
+    ('{"schema_version": 4, "cells": [{"task": "t", "backend": "b", "status": "pwned", "device": {"kind": "cpu"}}]}',
      "malformed result: cells[0].status must be one of ok, diverged, unsupported, error, got 'pwned'"),
-    ('{"schema_version": 3, "cells": [{"task": "t", "backend": "b", "status": "ok", "device": {"kind": "cpu"}, '
+    ('{"schema_version": 4, "cells": [{"task": "t", "backend": "b", "status": "ok", "device": {"kind": "cpu"}, '
      '"timing": {"step_ms": {"median": "fast"}}}]}', "malformed result: cells[0].timing.step_ms.median must be a "
                                                      "number or null, got 'fast'"),
-    ('{"schema_version": 3, "cells": [{"task": "t", "backend": "b", "status": "ok", "device": {"kind": "cpu"}, '
+    ('{"schema_version": 4, "cells": [{"task": "t", "backend": "b", "status": "ok", "device": {"kind": "cpu"}, '
      '"timing": {"turns": [{"block_ms": []}]}}]}', "malformed result: cells[0].timing.turns[0].block_ms must be a "
                                                    "list of positive numbers"),
     ('{"schema_version": 1, "cells": [3]}', "malformed result: cells must be a list of objects"),
     ('{"schema_version": "__import__(\'os\')"}', "result schema_version \"__import__('os')\" is not one this"),
-    ('{"schema_version": 3, "comparisons": [{"task": 1}]}', "malformed result: comparisons[0].task must be a string"),
+    ('{"schema_version": 4, "comparisons": [{"task": 1}]}', "malformed result: comparisons[0].task must be a string"),
     ("\x80\x81 not text", "cannot read"),
-    ('{"schema_version": 3, "cells": [', "is not a JSON result: Expecting value"),
+    ('{"schema_version": 4, "cells": [', "is not a JSON result: Expecting value"),
 ]
 
 

@@ -31,7 +31,8 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         timeout: float = 600.0, seeds: int = 1, parity: bool = False, timing: TimingOptions | None = None,
         progress: Callable[[str], None] | None = None, malloc: str = "steady", rounds: int | None = None,
         processes: int | None = None, sequential: bool = False, relative_to: str | None = None,
-        output: str | None = None, resume: bool = False, target: float | None = None) -> Result:
+        output: str | None = None, resume: bool = False, target: float | None = None,
+        executor: str | None = None, ray_address: str | None = None, on_each: str | None = None) -> Result:
     """Train every task on every backend and device, time them side by side; return accuracy, speed and provenance.
 
     Args:
@@ -58,6 +59,14 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         output: write the result here (JSON); finished cells go to ``OUTPUT.partial`` as they finish.
         resume: keep the cells already saved at ``output`` and run only the missing ones.
         target: the time-to-accuracy target of every task (default: each task's own ``Task.target``).
+        executor: where the cells run: ``"local"`` (this machine, the default) or ``"ray"`` (a Ray cluster,
+            ``pip install 'xfbench[ray]'``: each task reserves a whole node and runs there with xfbench's own
+            workers; see :mod:`xfbench.compare.ray_executor`). ``ray_address`` or ``on_each`` imply ``"ray"``.
+        ray_address: the cluster: ``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``; None: ``$XFBENCH_RAY_ADDRESS``,
+            else a one-node cluster of this machine started for the run (a Ray already initialized in this process
+            is used as it is).
+        on_each: ``"LABEL=VALUE"``: run the whole matrix on every Ray node carrying that label, to compare machines.
+            On Ray, ``threads`` is checked against each node's cores (None: each node uses all of its own).
 
     Returns:
         A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
@@ -73,8 +82,9 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     options = timing or TimingOptions()
     if isinstance(options, TimingOptions):  # anything else is refused by make_plan, in one line
         options = options.changed(rounds=rounds, processes=processes, schedule="sequential" if sequential else None)
-    plan = make_plan(tasks, backends, devices, threads, epochs, timeout, seeds, timing=options, malloc=malloc,
-                     relative_to=relative_to, target=target)
+    placed = _plan_executor(executor, ray_address, on_each, threads)
+    plan = make_plan(tasks, backends, devices, None if placed is not None else threads, epochs, timeout, seeds,
+                     timing=options, malloc=malloc, relative_to=relative_to, target=target)
     if output is not None:
         from xfbench.compare.journal import check_output
 
@@ -82,8 +92,29 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     if parity:
         from xfbench.compare.parity import ParityOptions, run_with_parity
 
-        return run_with_parity(plan, ParityOptions(), progress, output=output)
-    return execute(plan, progress, output=output, resume=resume)
+        return run_with_parity(plan, ParityOptions(), progress, output=output, executor=placed)
+    return execute(plan, progress, output=output, resume=resume, executor=placed)
+
+
+def _plan_executor(executor: str | None, ray_address: str | None, on_each: str | None, threads: int | None
+                   ) -> object | None:
+    """The Ray executor asked for (None: this machine), checked before any work starts."""
+    from xfbench.errors import unknown_name
+
+    if executor is not None and executor not in ("local", "ray"):
+        raise unknown_name("executor", executor, ("local", "ray"))
+    if executor == "local" and (ray_address is not None or on_each is not None):
+        raise XfbenchError("ray_address and on_each place cells on Ray; drop them or use executor='ray'")
+    if executor != "ray" and ray_address is None and on_each is None:
+        return None
+    from xfbench.compare.plan import _positive
+    from xfbench.compare.ray_executor import RayPlanExecutor, import_ray, parse_label
+
+    parse_label(on_each)
+    if threads is not None:
+        _positive("threads", threads)
+    import_ray()
+    return RayPlanExecutor(address=ray_address, on_each=on_each, threads=threads)
 
 
 def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | None = None,

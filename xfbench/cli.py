@@ -23,6 +23,8 @@ EPILOG_RUN = """examples:
   xfbench run --seeds 5 --json results/seeds.json
   xfbench run --resume results/speed.json      # after a crash or Ctrl-C: run only the missing cells
   xfbench run --html report.html --md summary.md --csv cells.csv
+  xfbench run --ray auto --tasks mlp,cnn28      # on a Ray cluster: each task on a node of its own, in parallel
+  xfbench run --ray auto --on-each cpu=zen4     # the whole matrix on every node labelled cpu=zen4
 
 how it times: after training, the workers of a task stay alive and take timing turns in rounds, one worker at a
 time in a rotating order, so the machine's drift hits every backend alike; each backend's step time is then given
@@ -145,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="PATH", help="finish the run saved at PATH (a result or its .partial file "
                                                       "from an interrupted run): run only the missing cells, with "
                                                       "the saved settings")
+    cluster = run.add_argument_group("on a Ray cluster (pip install 'xfbench[ray]')")
+    cluster.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                         help="run on Ray: each task reserves a whole node and runs there with xfbench's own workers; "
+                              "ADDRESS is auto (the cluster this machine belongs to), HOST:PORT or ray://HOST:PORT; "
+                              "none: $XFBENCH_RAY_ADDRESS, else a one-node cluster of this machine for the run")
+    cluster.add_argument("--executor", help="where cells run: local (this machine, the default) or ray (as --ray)")
+    cluster.add_argument("--on-each", metavar="LABEL=VALUE", help="with --ray: run the whole matrix on every node "
+                                                                  "carrying this Ray node label (compare machines)")
     run.add_argument("--format", default="simple", help="table format for tabulate, e.g. github (default: "
                                                         "%(default)s)")
     _add_report_arguments(run)
@@ -347,12 +357,46 @@ def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
     return plan, output, False
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The plan executor ``--ray`` / ``--executor`` / ``--on-each`` ask for (None: this machine), checked."""
+    from xfbench.errors import unknown_name
+
+    kind = args.executor
+    if kind is not None and kind not in EXECUTORS:
+        raise unknown_name("executor", kind, EXECUTORS)
+    if args.ray is not None:
+        if kind == "local":
+            raise XfbenchError("--ray runs on Ray, --executor local on this machine; choose one")
+        kind = "ray"
+    if kind != "ray":
+        if args.on_each is not None:
+            raise XfbenchError("--on-each places cells on Ray nodes; add --ray (or --executor ray)")
+        return None
+    from xfbench.compare.ray_executor import RayPlanExecutor, import_ray, parse_label
+
+    parse_label(args.on_each)
+    import_ray()
+    return RayPlanExecutor(address=args.ray or None, on_each=args.on_each, threads=args.threads)
+
+
 def command_run(args: argparse.Namespace) -> int:
     import xfbench
     from xfbench.compare.session import execute
     from xfbench.reports.table import check_format
 
     check_format(args.format)
+    executor = _executor(args)
+    if executor is not None:  # threads are checked against each node's cores, not this machine's
+        threads, args.threads = args.threads, None
+        if threads is not None and args.resume is not None:
+            raise XfbenchError("--resume takes its settings from the saved run; drop --threads")
+        if threads is not None:
+            from xfbench.compare.plan import _positive
+
+            _positive("threads", threads)
     plan, output, resume = _run_request(args)
     paths = _report_paths(args)
     store = _open_store(args)
@@ -361,9 +405,9 @@ def command_run(args: argparse.Namespace) -> int:
             if args.parity:
                 from xfbench.compare.parity import ParityOptions, run_with_parity
 
-                result = run_with_parity(plan, ParityOptions(), progress, output=output)
+                result = run_with_parity(plan, ParityOptions(), progress, output=output, executor=executor)
             else:
-                result = execute(plan, progress, output=output, resume=resume)
+                result = execute(plan, progress, output=output, resume=resume, executor=executor)
     except KeyboardInterrupt:
         if output:
             print(f"xfbench: the cells finished so far are in {output}.partial; "

@@ -1,5 +1,10 @@
 """Where worker processes live, and the channel the scheduler speaks to them through.
 
+Two levels. A :class:`PlanExecutor` decides where the cells of a whole plan run: on this machine
+(``runner.LocalPlanExecutor``, the default, no extra package) or on the nodes of a Ray cluster
+(``ray_executor.RayPlanExecutor``, which runs a ``LocalPlanExecutor`` on each node it reserves). Below it, an
+:class:`Executor` starts the worker processes of one machine.
+
 The scheduler (``compare.runner``) never shares state with a worker: it sends JSON messages and receives JSON
 messages (``compare.worker`` lists them), one per line, over a :class:`Channel`. An :class:`Executor` starts
 workers and hands back a :class:`WorkerHandle`; :class:`LocalExecutor`, the default, runs each worker as a fresh
@@ -147,6 +152,38 @@ class Executor(ABC):
         """Kill every worker still running and remove what the executor created."""
 
     def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PlanExecutor(ABC):
+    """Runs the cells of a plan somewhere and hands each finished cell to ``on_cell`` as it arrives.
+
+    :meth:`check` is called before any work starts (a bad address or label is one line there); :meth:`describe` is
+    recorded in the result's ``config.executor``; :meth:`close` releases what :meth:`check` acquired.
+    """
+
+    kind = "local"
+
+    def check(self, plan: Any) -> None:
+        """Validate the request against where it will run (connect, find nodes); raise XfbenchError if it cannot."""
+        return None  # this machine was checked by the plan
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @abstractmethod
+    def run(self, plan: Any, progress: Any, on_cell: Any, done: list[Any]) -> None:
+        """Run every cell of ``plan`` not already among the ``done`` cells; every process it started is gone when
+        this returns or raises (Ctrl-C included)."""
+
+    def close(self) -> None:
+        """Release what :meth:`check` acquired (e.g. a cluster started for the run)."""
+        return None
+
+    def __enter__(self) -> PlanExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:

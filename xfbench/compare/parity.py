@@ -202,7 +202,7 @@ def parity_failed(result: Result) -> bool:
 
 
 def run_with_parity(plan: Plan, options: ParityOptions, progress: Callable[[str], None] | None,
-                    only: bool = False, output: str | None = None) -> Result:
+                    only: bool = False, output: str | None = None, executor: Any = None) -> Result:
     """Run the plan with parity checked in every cell (``only``: parity alone, no training or timing), then
     compare the backends (:func:`finish`). Used by ``xfbench.run(parity=True)`` and ``xfbench parity``."""
     from xfbench.compare.session import execute
@@ -210,4 +210,4 @@ def run_with_parity(plan: Plan, options: ParityOptions, progress: Callable[[str]
     plan.parity = {**options.as_dict(), "only": only}
     tasks = {task.name: task for task in plan.tasks}
     return execute(plan, progress, output=output, config={**plan.describe(), "parity": options.as_dict()},
-                   finish=lambda result: finish(result, tasks, options))
+                   finish=lambda result: finish(result, tasks, options), executor=executor)

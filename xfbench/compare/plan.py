@@ -47,9 +47,9 @@ class Plan:
         return [(task.name, backend, device) for task in self.tasks for device in self.devices
                 for backend in self.backends]
 
-    def order(self, cell: Any) -> int:
-        """A cell's place in the result (for sorting)."""
-        return self.keys().index(cell.key)
+    def order(self, cell: Any) -> tuple[int, str]:
+        """A cell's place in the result (for sorting): the plan's order, then the node it ran on."""
+        return self.keys().index(cell.key), getattr(cell, "node_id", None) or ""
 
     def describe(self) -> dict[str, Any]:
         """The request as recorded in the result's ``config``."""

@@ -1,6 +1,6 @@
 """The result of a comparison: one versioned JSON document. Reports and CI gates read only this.
 
-Schema (``schema_version`` 3; documented in docs/schema.md and checked by tests/schema.py):
+Schema (``schema_version`` 4; documented in docs/schema.md and checked by tests/schema.py):
 ``{"schema_version", "created", "complete", "versions", "machine", "config", "cells": [Cell...],
 "comparisons": [Comparison...]}``.
 A cell always has ``task``, ``backend``, ``device`` (``kind``, ``name``), ``status`` (ok / diverged / unsupported /
@@ -10,7 +10,7 @@ and ``error`` (None when ok); measurements are None when they were not taken, ne
 raw timed block (:class:`Turn`), so intervals, paired tests and plots can be recomputed from the file.
 
 Older documents are migrated on load (:func:`migrate`), never refused: a schema 1 file reads with no raw samples
-and no comparisons, a schema 2 file with no training curves.
+and no comparisons, a schema 2 file with no training curves, a schema 3 file with no nodes (every cell ran here).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "diverged", "unsupported", "error")
 FAILED = ("error", "diverged")  # statuses that fail a run (exit code 1) and its gates
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")
@@ -240,8 +240,31 @@ class Device:
 
 
 @dataclass
+class Node:
+    """The machine a cell ran on when another machine than the driver's ran it (a Ray node); None for local runs,
+    whose machine is the result's ``machine``."""
+
+    id: str
+    hostname: str | None = None
+    address: str | None = None
+    cpu: str | None = None
+    cores: int | None = None
+    usable_cores: int | None = None
+    gpus: int = 0
+    memory_gb: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    ray_version: str | None = None
+    agent_pid: int | None = None
+
+    @property
+    def name(self) -> str:
+        """How tables name the machine: its hostname and the start of its node id (hostnames may repeat)."""
+        return f"{self.hostname or 'node'} [{self.id[:8]}]"
+
+
+@dataclass
 class Cell:
-    """One task on one backend and device."""
+    """One task on one backend and device (and, on a cluster, one node)."""
 
     task: str
     backend: str
@@ -258,8 +281,12 @@ class Cell:
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
     parity: Parity | None = None
+    node: Node | None = None
+    lost: bool = False  # an error of the placement, not the backend (its node or node agent failed): resume reruns it
 
     def __post_init__(self) -> None:
+        if isinstance(self.node, dict):
+            self.node = Node(**_pick(Node, self.node))
         if isinstance(self.device, str):
             self.device = Device(self.device)
         elif isinstance(self.device, dict):
@@ -272,6 +299,16 @@ class Cell:
     @property
     def key(self) -> tuple[str, str, str]:
         return self.task, self.backend, self.device.kind
+
+    @property
+    def node_id(self) -> str | None:
+        """The Ray node it ran on (None: this machine)."""
+        return self.node.id if self.node else None
+
+    @property
+    def machine(self) -> str | None:
+        """The node's display name (None: the result's machine)."""
+        return self.node.name if self.node else None
 
     @property
     def ok(self) -> bool:
@@ -293,6 +330,7 @@ class Cell:
         data["timing"] = self.timing.to_dict()
         data["memory"] = asdict(self.memory)
         data["parity"] = self.parity.to_dict() if self.parity else None
+        data["node"] = asdict(self.node) if self.node else None
         return data
 
     @classmethod
@@ -303,7 +341,7 @@ class Cell:
         values["timing"] = Timing.from_dict(values.get("timing") or {})
         values["memory"] = Memory(**_pick(Memory, values.get("memory") or {}))
         values["parity"] = Parity.from_dict(values["parity"]) if values.get("parity") else None
-        return cls(**values)  # __post_init__ types the curve
+        return cls(**values)  # __post_init__ types the curve and the node
 
 
 # ------------------------------------------------------------------------------------------ comparisons
@@ -326,7 +364,7 @@ class Ratio:
 
 @dataclass
 class Comparison:
-    """Step-time ratios of every ok backend of one task and device, relative to ``reference``."""
+    """Step-time ratios of every ok backend of one task and device (on one node), relative to ``reference``."""
 
     task: str
     device: str
@@ -339,6 +377,7 @@ class Comparison:
     method: str = ""
     workers_peak_rss_mb: float | None = None
     note: str | None = None
+    node: str | None = None
 
     def ratio(self, backend: str) -> Ratio | None:
         return next((item for item in self.ratios if item.backend == backend), None)
@@ -370,27 +409,52 @@ class Result:
     complete: bool = True
     schema_version: int = SCHEMA_VERSION
 
-    def cell(self, task: str, backend: str, device: str = "cpu") -> Cell:
-        """The cell for (task, backend, device kind)."""
-        for cell in self.cells:
-            if cell.key == (task, backend, device):
-                return cell
-        raise XfbenchError(f"no cell for task {task!r}, backend {backend!r}, device {device!r} in this result")
+    def cell(self, task: str, backend: str, device: str = "cpu", node: str | None = None) -> Cell:
+        """The cell for (task, backend, device kind); ``node``: a node id (or its start) where the same matrix ran
+        on several nodes (``--on-each``)."""
+        found = [cell for cell in self.cells if cell.key == (task, backend, device)
+                 and (node is None or (cell.node_id or "").startswith(node))]
+        if len(found) > 1:
+            raise XfbenchError(f"task {task!r} on {backend!r}/{device} ran on {len(found)} nodes; choose one with "
+                               f"node=: {', '.join(cell.node_id or 'local' for cell in found)}")
+        if found:
+            return found[0]
+        raise XfbenchError(f"no cell for task {task!r}, backend {backend!r}, device {device!r}"
+                           f"{f', node {node!r}' if node else ''} in this result")
 
-    def comparison(self, task: str, device: str = "cpu") -> Comparison | None:
-        """The step-time ratios of (task, device), or None when fewer than one backend measured."""
-        return next((item for item in self.comparisons if (item.task, item.device) == (task, device)), None)
+    def nodes(self) -> list[Node]:
+        """The distinct nodes the cells ran on, in order (empty for a local run)."""
+        seen: dict[str, Node] = {}
+        for cell in self.cells:
+            if cell.node is not None:
+                seen.setdefault(cell.node.id, cell.node)
+        return list(seen.values())
+
+    def comparison(self, task: str, device: str = "cpu", node: str | None = None) -> Comparison | None:
+        """The step-time ratios of (task, device) on ``node`` (a node id; None: the local run, or the one node
+        the task ran on), or None when fewer than one backend measured."""
+        found = [item for item in self.comparisons if (item.task, item.device) == (task, device)]
+        if node is not None:
+            found = [item for item in found if item.node == node]
+        else:
+            found = [item for item in found if item.node is None] or found
+        return found[0] if len(found) == 1 else None
 
     def compare(self, relative_to: str | None = None) -> None:
         """(Re)compute ``comparisons`` from the cells' raw timed turns; ``relative_to`` names the reference
-        backend (default: the fastest of each task and device)."""
+        backend (default: the fastest of each task and device). Backends are compared only within one node: cells
+        timed on different machines are never paired."""
         from xfbench.compare.stats import compare_cells
 
-        groups: dict[tuple[str, str], list[Cell]] = {}
+        groups: dict[tuple[str, str, str | None], list[Cell]] = {}
         for cell in self.cells:
-            groups.setdefault((cell.task, cell.device.kind), []).append(cell)
-        self.comparisons = [comparison for cells in groups.values()
-                            if (comparison := compare_cells(cells, relative_to)) is not None]
+            groups.setdefault((cell.task, cell.device.kind, cell.node_id), []).append(cell)
+        self.comparisons = []
+        for (_, _, node), cells in groups.items():
+            comparison = compare_cells(cells, relative_to)
+            if comparison is not None:
+                comparison.node = node
+                self.comparisons.append(comparison)
 
     def _repr_html_(self) -> str:
         """The tables as HTML, for Jupyter (the one place a Result reaches into ``reports``, lazily)."""
@@ -472,12 +536,12 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
     Example:
         >>> migrate({"schema_version": 1, "cells": []})["schema_version"]
-        3
+        4
     """
     version = data.get("schema_version")
     if version == SCHEMA_VERSION:
         return data
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise XfbenchError(f"result schema_version {version!r} is not one this xfbench reads (1 to {SCHEMA_VERSION}); "
                            "a newer xfbench wrote it, or it is not an xfbench result")
     data = dict(data)
@@ -488,8 +552,10 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         cells = [{**cell, "timing": {**(cell.get("timing") or {}), "turns": [], "processes": []}} for cell in cells]
         data.setdefault("versions", {})
         data.setdefault("comparisons", [])
-    # 2 -> 3: training curves appeared
-    data["cells"] = [{**cell, "curve": cell.get("curve") or []} for cell in cells]
+    if version in (1, 2):  # 2 -> 3: training curves appeared
+        cells = [{**cell, "curve": cell.get("curve") or []} for cell in cells]
+    # 3 -> 4: cells and comparisons name the Ray node they ran on (None: the result's machine)
+    data["cells"] = [{**cell, "node": cell.get("node"), "lost": bool(cell.get("lost", False))} for cell in cells]
     data["schema_version"] = SCHEMA_VERSION
     return data
 
@@ -560,6 +626,12 @@ def check_document(data: dict[str, Any]) -> None:
             _numbers(point, ("epoch", "train_s", "train_loss"), f"{where}.curve[{number}]")
             test = point.get("test", {})
             _numbers(test, tuple(test) if isinstance(test, dict) else (), f"{where}.curve[{number}].test")
+        node = cell.get("node")
+        _expect(node is None or (isinstance(node, dict) and isinstance(node.get("id"), str)), f"{where}.node",
+                "null or an object with an id", node)
+        if node is not None:
+            _numbers(node, ("cores", "usable_cores", "gpus", "memory_gb", "agent_pid"), f"{where}.node")
+            _expect(isinstance(node.get("labels", {}), dict), f"{where}.node.labels", "an object", node.get("labels"))
     comparisons = data.get("comparisons", [])
     _expect(isinstance(comparisons, list), "comparisons", "a list", comparisons)
     for index, comparison in enumerate(comparisons):

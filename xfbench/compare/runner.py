@@ -27,6 +27,7 @@ from xfbench import backends
 from xfbench.compare.executor import (
     Executor,
     LocalExecutor,
+    PlanExecutor,
     WorkerError,
     WorkerHandle,
     WorkerSpec,
@@ -349,6 +350,16 @@ def run_plan(plan: Plan, progress: Progress | None = None, on_cell: Callable[[Ce
     with executor or LocalExecutor() as running:
         Runner(plan, running, progress or (lambda message: None), keep, done).run()
     return sorted(cells, key=plan.order)
+
+
+class LocalPlanExecutor(PlanExecutor):
+    """Every cell on this machine, in worker processes of a :class:`LocalExecutor` (the default executor)."""
+
+    kind = "local"
+
+    def run(self, plan: Plan, progress: Progress | None, on_cell: Callable[[Cell], None] | None,
+            done: list[Cell]) -> None:
+        run_plan(plan, progress, on_cell, done=[cell.key for cell in done])
 
 
 def probe_backends(timeout: float = 120.0) -> list[list[str]]:

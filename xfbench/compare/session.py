@@ -12,10 +12,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from xfbench.compare.executor import PlanExecutor
 from xfbench.compare.journal import Journal, partial_path, read_result
 from xfbench.compare.plan import Plan, make_plan
-from xfbench.compare.result import Result
-from xfbench.compare.runner import Progress, run_plan
+from xfbench.compare.result import Cell, Result
+from xfbench.compare.runner import LocalPlanExecutor, Progress
 from xfbench.compare.timing import TimingOptions
 from xfbench.errors import XfbenchError
 
@@ -67,14 +68,21 @@ def plan_from_result(previous: Result, output: str, timeout: float | None = None
 
 
 def execute(plan: Plan, progress: Progress | None = None, output: str | None = None, resume: bool = False,
-            config: dict[str, Any] | None = None, finish: Callable[[Result], None] | None = None) -> Result:
+            config: dict[str, Any] | None = None, finish: Callable[[Result], None] | None = None,
+            executor: PlanExecutor | None = None) -> Result:
     """Run ``plan`` and return its result (also written to ``output`` when given).
 
     ``resume``: keep the cells already saved at ``output`` (or in its partial file) and run only the missing ones.
     ``config``: what the result records of the request (default ``plan.describe()``). ``finish``: called on the
     whole result before comparisons are computed and it is saved (parity compares backends there).
+    ``executor``: where the cells run (default: this machine); it is closed when the run ends.
     """
-    config = config or plan.describe()
+    with executor or LocalPlanExecutor() as running:
+        return _execute(plan, running, progress, output, resume, dict(config or plan.describe()), finish)
+
+
+def _execute(plan: Plan, executor: PlanExecutor, progress: Progress | None, output: str | None, resume: bool,
+             config: dict[str, Any], finish: Callable[[Result], None] | None) -> Result:
     result = Result(config=config)
     previous = previous_run(output) if output and resume else None
     if output and resume and previous is None:
@@ -83,15 +91,23 @@ def execute(plan: Plan, progress: Progress | None = None, output: str | None = N
     if previous is not None:
         check_same_plan(previous, config, output)  # type: ignore[arg-type]
         keys = set(plan.keys())
-        kept = [cell for cell in previous.cells if cell.key in keys]
+        kept = [cell for cell in previous.cells if cell.key in keys and not cell.lost]  # lost cells run again
         result.created, result.machine = previous.created, previous.machine
+    executor.check(plan)  # after the cheap checks: it may connect to a cluster, or start one
+    result.config["executor"] = executor.describe()
     journal = None
     if output:
         header = {key: value for key, value in result.to_dict().items() if key not in ("cells", "comparisons")}
         journal = Journal(output, header, kept)
+    cells: list[Cell] = []
+
+    def keep(cell: Cell) -> None:
+        cells.append(cell)
+        if journal is not None:
+            journal.append(cell)
+
     try:
-        cells = run_plan(plan, progress, on_cell=journal.append if journal else None,
-                         done=[cell.key for cell in kept])
+        executor.run(plan, progress, keep, kept)
     finally:
         if journal is not None:
             journal.close()

@@ -59,11 +59,12 @@ class Group:
     comparison: Comparison | None
     spread: SeedSpread | None
     target: float | None
+    machine: str | None = None
 
     @property
     def title(self) -> str:
         names = f" ({', '.join(self.device_names)})" if self.device_names else ""
-        return f"{self.task} on {self.device}{names}"
+        return f"{self.task} on {self.device}{names}{f' of {self.machine}' if self.machine else ''}"
 
     @property
     def metric_label(self) -> str:
@@ -171,20 +172,20 @@ def _row(cell: Cell, comparison: Comparison | None, target: float | None) -> Row
 
 
 def groups(result: Result, target: float | None = None) -> list[Group]:
-    """The tables of a result, in its order: per task, per device kind. ``target`` overrides every task's
-    time-to-accuracy target."""
-    cells_by: dict[tuple[str, str], list[Cell]] = {}
+    """The tables of a result, in its order: per task, per device kind, per machine (a cluster run's node; backends
+    are compared only on one machine). ``target`` overrides every task's time-to-accuracy target."""
+    cells_by: dict[tuple[str, str, str | None], list[Cell]] = {}
     for cell in result.cells:
-        cells_by.setdefault((cell.task, cell.device.kind), []).append(cell)
+        cells_by.setdefault((cell.task, cell.device.kind, cell.node_id), []).append(cell)
     out = []
     descriptions = result.config.get("task_descriptions") or {}
-    for (task, device), cells in cells_by.items():
-        comparison = result.comparison(task, device)
+    for (task, device, node), cells in cells_by.items():
+        comparison = result.comparison(task, device, node)
         goal = target_of(result.config, task, target)
         out.append(Group(
             task=task, device=device, device_names=sorted({cell.device.name for cell in cells if cell.device.name}),
             description=descriptions.get(task) if isinstance(descriptions, dict) else None,
             rows=[_row(cell, comparison, goal) for cell in cells], comparison=comparison, spread=seed_spread(cells),
-            target=goal,
+            target=goal, machine=cells[0].machine,
         ))
     return out

@@ -1,0 +1,145 @@
+"""Scenarios on a real multi-node Ray cluster, for tests/test_ray.py: run as a script inside a loopback-only
+network namespace (``unshare -n``), so that no Ray traffic leaves the machine.
+
+``python tests/ray_cluster.py OUT_DIR`` starts ``ray.cluster_utils.Cluster``: a head with no CPU (the driver's) and
+two nodes of one CPU each (labels ``kind=a`` / ``kind=b``, both ``group=bench``; small object stores, no dashboard),
+then runs, writing what it saw to ``OUT_DIR/report.json`` and the results beside it:
+1. ``spread``: ``xfbench run --ray ADDRESS`` (the CLI, in a subprocess) of two tasks on a fake backend and JAX;
+2. ``each``: ``xfbench.run(on_each="group=bench")``: one task on every labelled node;
+3. ``kill``: two tasks through the API; the node agent holding task "hold" is killed (SIGKILL) while its worker
+   waits in build; then the run is resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+FAKES = "fake-ref=tests.fake_backend:ReferenceBackend,fake-crash=tests.fake_backend:CrashingBackend"
+MB = 1 << 20
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", encoding="utf-8") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main(out: str) -> None:
+    hold = os.path.join(out, "hold")
+    os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "XFBENCH_EXTRA_BACKENDS": FAKES, "XFBENCH_FAKE_HOLD_FILE": hold,
+                       "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))})
+    report: dict[str, object] = {}
+    started = time.monotonic()
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                            "object_store_memory": 80 * MB})
+    for kind in ("a", "b"):
+        cluster.add_node(num_cpus=1, object_store_memory=80 * MB, labels={"kind": kind, "group": "bench"})
+    report["cluster_start_s"] = round(time.monotonic() - started, 1)
+    try:
+        # 1. the CLI, tasks spread over the nodes
+        spread = os.path.join(out, "spread.json")
+        done = subprocess.run(
+            [sys.executable, "-m", "xfbench", "run", "--ray", cluster.address, "--tasks", "regression,mlp",
+             "--backends", "fake-ref,jax", "--epochs", "1", "--rounds", "2", "--processes", "1",
+             "--turn-seconds", "0.02", "--json", spread], cwd=out, capture_output=True, text=True, timeout=300)
+        report["spread"] = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+        import xfbench
+        from tests.conftest import small
+        from xfbench.compare.plan import make_plan
+        from xfbench.compare.ray_executor import RayPlanExecutor
+        from xfbench.compare.session import execute
+        from xfbench.compare.timing import TimingOptions
+
+        quick = TimingOptions.quick(rounds=2, processes=1)
+        # 2. the whole matrix on every node labelled group=bench (the API; xfbench connects, and disconnects after)
+        each = os.path.join(out, "each.json")
+        xfbench.run(tasks=[small("t1")], backends="fake-ref,fake-crash", timing=quick, ray_address=cluster.address,
+                    on_each="group=bench", output=each)
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")  # xfbench uses this connection
+        report["nodes"] = {node["NodeID"]: node.get("Labels", {}) for node in ray.nodes() if node["Alive"]}
+
+        # 3. kill the agent of task "hold" while its worker waits in build; the other task's cells are kept
+        killed = os.path.join(out, "killed.json")
+        open(hold, "w").close()
+        plan = make_plan([small("ok"), small("hold")], "fake-ref,fake-crash", timing=quick)
+        executor = RayPlanExecutor(address=cluster.address)
+        victims: dict[str, object] = {}
+
+        def progress(text: str) -> None:
+            if "hold on fake-crash/cpu: training" in text and not victims:
+                unit = next(unit for unit in executor.units.values() if unit.task_index == 1)
+                agent = unit.facts["pid"]
+                victims.update(agent=agent, workers=children(agent), node=unit.node_id)
+                os.kill(agent, signal.SIGKILL)
+
+        execute(plan, progress, output=killed, executor=executor)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(pid) for pid in victims["workers"]):  # type: ignore[union-attr]
+            time.sleep(0.05)
+        victims["alive_after"] = [pid for pid in victims["workers"] if alive(pid)]  # type: ignore[union-attr]
+        report["kill"] = victims
+        with open(killed, encoding="utf-8") as handle:
+            report["killed_result"] = json.load(handle)
+        os.unlink(hold)
+        resumed_lines: list[str] = []
+        execute(plan, resumed_lines.append, output=killed, resume=True, executor=RayPlanExecutor(address=cluster.address))
+        report["resume_progress"] = resumed_lines
+        deadline = time.monotonic() + 10  # ray.kill is asynchronous: the agents' processes take a moment to go
+        while time.monotonic() < deadline and _leftovers():
+            time.sleep(0.1)
+        report["worker_leftovers"] = _leftovers()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    report["total_s"] = round(time.monotonic() - started, 1)
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+
+
+def _leftovers() -> list[int]:
+    """xfbench worker processes still alive under this script (the cluster's processes are its children)."""
+    return [pid for pid in children(os.getpid()) if alive(pid) and _is_xfbench_worker(pid)]
+
+
+def _is_xfbench_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"xfbench.compare.worker" in handle.read()
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
