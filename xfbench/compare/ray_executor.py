@@ -178,6 +178,8 @@ class RayPlanExecutor(PlanExecutor):
         self.started_here = False
         self.nodes: list[dict[str, Any]] = []
         self.units: dict[int, _Unit] = {}  # live units by id: tests reach an agent's pid through here
+        self.cluster_start_s: float | None = None
+        self.costs: list[dict[str, Any]] = []  # per unit: seconds to reserve the node and to start its agent
 
     # -------------------------------------------------------------------------------------------- set-up
     def check(self, plan: Any) -> None:
@@ -189,12 +191,14 @@ class RayPlanExecutor(PlanExecutor):
                 from xfbench.machine import usable_cores
 
                 options.setdefault("num_cpus", usable_cores())
+            began = time.perf_counter()
             try:
                 ray.init(address=self.address, **options)
             except Exception as error:  # ConnectionError, ValueError, RuntimeError: Ray's own words, on one line
                 where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray cluster"
                 raise XfbenchError(f"cannot start or reach {where}: {' '.join(str(error).split())[:300]}") from None
             self.started_here = True
+            self.cluster_start_s = round(time.perf_counter() - began, 3)
         _quiet_driver(ray)
         self.nodes = self._eligible_nodes()
 
@@ -218,7 +222,8 @@ class RayPlanExecutor(PlanExecutor):
                 "on_each": "=".join(self.on_each) if self.on_each else None,
                 "threads": self.threads if self.threads is not None else "each node's usable cores",
                 "nodes": [node["NodeID"] for node in self.nodes],
-                "ray_version": getattr(self.ray, "__version__", None)}
+                "ray_version": getattr(self.ray, "__version__", None),
+                "connect_s" if self.address else "cluster_start_s": self.cluster_start_s, "units": self.costs}
 
     def close(self) -> None:
         if self.ray is not None and self.started_here and self.ray.is_initialized():
@@ -296,16 +301,23 @@ class RayPlanExecutor(PlanExecutor):
         unit.group = placement_group([bundle], strategy="STRICT_PACK",
                                      name=f"xfbench-{os.getpid()}-{unit.task_index}-{unit.node_id[:8]}",
                                      bundle_label_selector=[{"ray.io/node-id": unit.node_id}])
-        if not unit.group.wait(timeout_seconds=self.reserve_timeout):
+        began = time.perf_counter()
+        ready = unit.group.wait(timeout_seconds=self.reserve_timeout)
+        cost = {"task": plan.tasks[unit.task_index].name, "node": unit.node_id,
+                "reserve_s": round(time.perf_counter() - began, 3), "agent_start_s": None}
+        self.costs.append(cost)
+        if not ready:
             return (f"could not reserve node {name} ({cpus:g} CPUs) within {self.reserve_timeout:g} s: other work "
                     "holds its CPUs")
         agent_class = ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=0, max_task_retries=0)(NodeAgent)
         unit.agent = agent_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
             unit.group, placement_group_bundle_index=0)).remote()
+        began = time.perf_counter()
         try:
             unit.facts = ray.get(unit.agent.info.remote(), timeout=AGENT_START_S)
         except Exception as error:  # GetTimeoutError, RayActorError, a node that went away
             return f"the node agent did not start: {_reason(error)}"
+        cost["agent_start_s"] = round(time.perf_counter() - began, 3)
         node_cores = min(int(unit.facts.get("usable_cores") or cpus), int(cpus)) or 1
         threads = self.threads if self.threads is not None else node_cores
         if threads > node_cores:

@@ -111,6 +111,7 @@ def _execute(plan: Plan, executor: PlanExecutor, progress: Progress | None, outp
     finally:
         if journal is not None:
             journal.close()
+    result.config["executor"] = executor.describe()  # now with what placing the cells cost
     result.cells = sorted(kept + cells, key=plan.order)
     if finish is not None:
         finish(result)
