@@ -2,12 +2,14 @@
 network namespace (``unshare -n``), so that no Ray traffic leaves the machine.
 
 ``python tests/ray_cluster.py OUT_DIR`` starts ``ray.cluster_utils.Cluster``: a head with no CPU (the driver's) and
-two nodes of one CPU each (labels ``kind=a`` / ``kind=b``, both ``group=bench``; small object stores, no dashboard),
+two nodes of one CPU each (labels ``kind=a`` / ``kind=b``, both ``group=bench``; small object stores, no dashboard)
+and, for scenario 4, a third (``kind=doomed``),
 then runs, writing what it saw to ``OUT_DIR/report.json`` and the results beside it:
 1. ``spread``: ``xfbench run --ray ADDRESS`` (the CLI, in a subprocess) of two tasks on a fake backend and JAX;
 2. ``each``: ``xfbench.run(on_each="group=bench")``: one task on every labelled node;
 3. ``kill``: two tasks through the API; the node agent holding task "hold" is killed (SIGKILL) while its worker
-   waits in build; then the run is resumed.
+   waits in build; then the run is resumed;
+4. ``removed``: a third node (``kind=doomed``) is removed from the cluster while its task's worker waits in build.
 """
 
 from __future__ import annotations
@@ -116,6 +118,22 @@ def main(out: str) -> None:
         resumed_lines: list[str] = []
         execute(plan, resumed_lines.append, output=killed, resume=True, executor=RayPlanExecutor(address=cluster.address))
         report["resume_progress"] = resumed_lines
+
+        # 4. a node that leaves the cluster mid-run (added now: the scenarios above place on every node)
+        doomed = cluster.add_node(num_cpus=1, object_store_memory=80 * MB, labels={"kind": "doomed"})
+        open(hold, "w").close()
+        removed = os.path.join(out, "removed.json")
+        moment: dict[str, float] = {}
+
+        def remove(text: str) -> None:
+            if "hold on fake-crash/cpu: training" in text and not moment:
+                moment["at"] = time.monotonic()
+                cluster.remove_node(doomed)
+
+        xfbench.run(tasks=[small("hold")], backends="fake-ref,fake-crash", timing=quick, ray_address=cluster.address,
+                    on_each="kind=doomed", output=removed, progress=remove)
+        report["removed_after_s"] = round(time.monotonic() - moment["at"], 2)
+        os.unlink(hold)
         deadline = time.monotonic() + 10  # ray.kill is asynchronous: the agents' processes take a moment to go
         while time.monotonic() < deadline and _leftovers():
             time.sleep(0.1)

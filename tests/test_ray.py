@@ -137,6 +137,15 @@ def test_a_killed_node_agent_errors_only_its_cells_and_resume_finishes(cluster_r
     assert report["worker_leftovers"] == [], "xfbench worker processes outlived the run"
 
 
+def test_a_node_leaving_the_cluster_errors_its_cells_at_once(cluster_run):
+    """``Cluster.remove_node`` while the node's task is in build: its cells are error and lost, the reason says the
+    node left, and the run ends within seconds (not at a timeout)."""
+    cells = _cells(cluster_run["out"] / "removed.json")
+    assert [(cell["status"], cell["lost"]) for cell in cells] == [("error", True)] * 2
+    assert all("the node left the cluster" in cell["error"] for cell in cells), cells[0]["error"]
+    assert cluster_run["report"]["removed_after_s"] < 30
+
+
 # ------------------------------------------------------------------------------------------ no cluster needed
 def _timed(task: str, backend: str, node: str | None, block_ms: float) -> Cell:
     timing = Timing(turns=[Turn(0, r, i, 0.0, [block_ms * (1 + 0.01 * r)] * 3) for i, r in enumerate(range(6))])

@@ -267,9 +267,25 @@ class RayPlanExecutor(PlanExecutor):
                 deliver(unit, Cell(task, backend, Device(device), "error", error=reason, lost=True))
             self._end(unit)
 
+        def drop_dead_nodes() -> None:
+            """A node that is gone takes no more work: its queued tasks (--on-each) are lost; with no node left,
+            every task still queued is."""
+            alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
+            for node_id in [node_id for node_id in nodes if node_id not in alive and node_id not in busy]:
+                node = nodes.pop(node_id)
+                for index in queues.pop(node_id):
+                    fail(_Unit(index, node, expected(index, node_id)), "the node is gone from the cluster")
+            if not nodes:
+                while shared:
+                    index = shared.popleft()
+                    fail(_Unit(index, self.nodes[0], expected(index, None)), "no live node is left in the cluster")
+
         try:
             while any(queues.values()) or shared or self.units:
-                for node_id, node in nodes.items():  # every free node takes its next task
+                if len(busy) < len(nodes) and self._failures:
+                    self._failures = 0
+                    drop_dead_nodes()
+                for node_id, node in list(nodes.items()):  # every free node takes its next task
                     if node_id in busy:
                         continue
                     work = queues[node_id] or (shared if self.on_each is None else None)
@@ -283,6 +299,7 @@ class RayPlanExecutor(PlanExecutor):
                     if reason is not None:
                         fail(unit, reason)
                         busy.discard(node_id)
+                        self._failures += 1
                 self._pump(plan, say, deliver, fail, busy)
         finally:
             for unit in list(self.units.values()):  # Ctrl-C or a failure of the driver: nothing left behind
@@ -329,6 +346,8 @@ class RayPlanExecutor(PlanExecutor):
         unit.last_word = time.monotonic()
         return None
 
+    _failures = 0  # agents lost since the nodes were last checked
+
     def _pump(self, plan: Any, say: Callable[[str], None], deliver: Callable[[_Unit, Cell], None],
               fail: Callable[[_Unit, str], None], busy: set[str]) -> None:
         """Wait up to a second for the next event of any live agent and handle it; end silent agents."""
@@ -344,8 +363,10 @@ class RayPlanExecutor(PlanExecutor):
             except StopIteration:
                 event = {"kind": "end", "error": None}
             except Exception as error:  # the agent or its node died: ActorDiedError, NodeDiedError, ...
-                fail(unit, f"the node agent died: {_reason(error)}")
+                alive = any(node["NodeID"] == unit.node_id and node.get("Alive") for node in ray.nodes())
+                fail(unit, f"{'the node agent died' if alive else 'the node left the cluster'}: {_reason(error)}")
                 busy.discard(unit.node_id)
+                self._failures += 1
                 continue
             unit.last_word = time.monotonic()
             if event["kind"] == "progress":
@@ -363,6 +384,7 @@ class RayPlanExecutor(PlanExecutor):
             if id(unit) in self.units and time.monotonic() - unit.last_word > silent_limit:
                 fail(unit, f"no word from the node agent for {silent_limit:g} s; it was stopped")
                 busy.discard(unit.node_id)
+                self._failures += 1
 
     def _node(self, unit: _Unit) -> Node:
         facts, resources = unit.facts, unit.node.get("Resources", {})
