@@ -163,7 +163,7 @@ def test_backends_are_compared_only_within_a_node():
     assert result.comparison("mlp", node="bbbb2222").ratio("jax").ratio == pytest.approx(4.0)
     assert result.comparison("mlp") is None  # ambiguous without a node
     titles = [line for line in xfbench.table(result).splitlines() if line.startswith("mlp on cpu")]
-    assert titles == ["mlp on cpu (x) of host [aaaa1111]", "mlp on cpu (x) of host [bbbb2222]"]
+    assert titles == ["mlp on cpu (x), node host [aaaa1111]", "mlp on cpu (x), node host [bbbb2222]"]
     again = Result.from_json(result.to_json())
     assert again.cells[0].node == Node("aaaa1111", hostname="host") and again.cells[0].lost is False
 

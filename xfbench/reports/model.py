@@ -64,7 +64,7 @@ class Group:
     @property
     def title(self) -> str:
         names = f" ({', '.join(self.device_names)})" if self.device_names else ""
-        return f"{self.task} on {self.device}{names}{f' of {self.machine}' if self.machine else ''}"
+        return f"{self.task} on {self.device}{names}{f', node {self.machine}' if self.machine else ''}"
 
     @property
     def metric_label(self) -> str:
