@@ -8,7 +8,7 @@ STAMP := $(VENV)/.xfbench-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-full parity bench gate list screenshot clean
+.PHONY: install run test test-full parity bench bench-ray gate list screenshot clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/native_overhead.py $(ARGS)
+
+bench-ray: $(STAMP)
+	$(BIN)/python benchmarks/ray_overhead.py $(ARGS)
 
 gate: $(STAMP)
 	$(BIN)/python benchmarks/validate_gate.py $(ARGS)

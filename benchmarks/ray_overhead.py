@@ -108,9 +108,11 @@ def idle_cost(seconds: float) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    from xfbench.compare.ray_executor import QUIET_NODE
     from xfbench.machine import usable_cores
 
-    ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _system_config=dict(QUIET_NODE))  # as xfbench starts its own cluster
     try:
         time.sleep(3.0)  # past start-up
         pids = _proc_tree(os.getpid())
@@ -161,10 +163,24 @@ def main() -> None:
     all_ratios = [value for values in ratios.values() for value in values]
     print(f"  all cells: median {statistics.median(all_ratios):.3f}, range {min(all_ratios):.3f} - "
           f"{max(all_ratios):.3f}")
+    reference = args.backends.split(",")[0]
+    print(f"\nwhat the comparison reports, Ray / local: each backend's step time relative to {reference} in the "
+          f"same run (drift within a run cancels; median of pairs [min - max]):")
+    relative = []
+    for (task, backend), values in sorted(ratios.items()):
+        base = ratios.get((task, reference))
+        if backend == reference or base is None or len(base) != len(values):
+            continue
+        shifted = [value / ref for value, ref in zip(values, base, strict=True)]
+        relative.append({"task": task, "backend": backend, "median": statistics.median(shifted),
+                         "min": min(shifted), "max": max(shifted), "pairs": shifted})
+        print(f"  {task:10s} {backend:14s} {statistics.median(shifted):.3f}  [{min(shifted):.3f} - "
+              f"{max(shifted):.3f}]")
     fixed = {name: statistics.median(cost[name] for cost in costs if cost[name] is not None)
              for name in ("cluster_start_s", "reserve_s", "agent_start_s")}
-    print(f"\nfixed cost of the Ray path (median of {len(costs)} runs): cluster start {fixed['cluster_start_s']:.2f} s, "
-          f"reserving the node {fixed['reserve_s']:.3f} s, starting the node agent {fixed['agent_start_s']:.2f} s")
+    print(f"\nfixed cost of the Ray path (median of {len(costs)} runs): "
+          f"cluster start {fixed['cluster_start_s']:.2f} s, reserving the node {fixed['reserve_s']:.3f} s, "
+          f"starting the node agent {fixed['agent_start_s']:.2f} s")
     print(f"wall time per run (median): local {statistics.median(walls['local']):.1f} s, "
           f"ray {statistics.median(walls['ray']):.1f} s")
     idle = idle_cost(args.idle_seconds)
@@ -174,7 +190,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"machine": cpu_name(), "tasks": args.tasks, "backends": args.backends, "ratios": rows,
-                       "fixed_cost": fixed, "costs": costs, "walls": walls, "idle": idle}, handle, indent=1)
+                       "relative": relative, "fixed_cost": fixed, "costs": costs, "walls": walls, "idle": idle}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ then runs, writing what it saw to ``OUT_DIR/report.json`` and the results beside
 2. ``each``: ``xfbench.run(on_each="group=bench")``: one task on every labelled node;
 3. ``kill``: two tasks through the API; the node agent holding task "hold" is killed (SIGKILL) while its worker
    waits in build; then the run is resumed;
-4. ``removed``: a third node (``kind=doomed``) is removed from the cluster while its task's worker waits in build.
+4. ``removed``: a third node (``kind=doomed``) is removed from the cluster while its task's worker waits in build;
+5. ``interrupt``: ``xfbench run --ray`` with no address starts a one-node cluster of its own; SIGINT while a worker
+   waits in build: every process it started (Ray's included) must be gone.
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ def main(out: str) -> None:
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")  # xfbench uses this connection
         report["nodes"] = {node["NodeID"]: node.get("Labels", {}) for node in ray.nodes() if node["Alive"]}
 
+        try:  # a label that no node carries: one line, listing the labels present
+            RayPlanExecutor(address=cluster.address, on_each="kind=nope").check(make_plan([small("t1")], "fake-ref"))
+            report["no_such_label"] = None
+        except xfbench.XfbenchError as error:
+            report["no_such_label"] = str(error)
+
         # 3. kill the agent of task "hold" while its worker waits in build; the other task's cells are kept
         killed = os.path.join(out, "killed.json")
         open(hold, "w").close()
@@ -133,6 +141,9 @@ def main(out: str) -> None:
         xfbench.run(tasks=[small("hold")], backends="fake-ref,fake-crash", timing=quick, ray_address=cluster.address,
                     on_each="kind=doomed", output=removed, progress=remove)
         report["removed_after_s"] = round(time.monotonic() - moment["at"], 2)
+
+        # 5. Ctrl-C of a run that started its own cluster
+        report["interrupt"] = interrupt_own_cluster(out)
         os.unlink(hold)
         deadline = time.monotonic() + 10  # ray.kill is asynchronous: the agents' processes take a moment to go
         while time.monotonic() < deadline and _leftovers():
@@ -144,6 +155,33 @@ def main(out: str) -> None:
     report["total_s"] = round(time.monotonic() - started, 1)
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle)
+
+
+def interrupt_own_cluster(out: str) -> dict[str, object]:
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "XFBENCH_RAY_ADDRESS")}
+    env["XFBENCH_FAKE_HANG_TASK"] = "regression"  # its own cluster inherits this: fake-crash hangs in build
+    process = subprocess.Popen([sys.executable, "-m", "xfbench", "run", "--ray", "--tasks", "regression", "--backends",
+                                "fake-ref,fake-crash", "--threads", "1", "--json", os.path.join(out, "own.json")],
+                               cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:  # until the worker is held in build
+        lines.append(line)
+        if "regression on fake-crash/cpu: training" in line:
+            break
+    started = children(process.pid)  # gcs_server, raylet, Ray workers, the node agent, xfbench's workers
+    process.send_signal(signal.SIGINT)
+    try:
+        _, rest = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, rest = process.communicate()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in started):
+        time.sleep(0.1)
+    return {"returncode": process.returncode, "started": len(started), "alive_after": [pid for pid in started
+                                                                                      if alive(pid)],
+            "stderr": "".join(lines) + rest}
 
 
 def _leftovers() -> list[int]:

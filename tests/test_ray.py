@@ -113,6 +113,8 @@ def test_on_each_runs_the_matrix_on_every_labelled_node(cluster_run):
         result.cell("t1", "fake-ref")
     node = sorted(labelled)[0]
     assert result.cell("t1", "fake-ref", node=node[:8]).node_id == node
+    assert cluster_run["report"]["no_such_label"] == ("no node of the Ray cluster carries the label kind=nope; "
+                                                      "labels present: group=bench, kind=a, kind=b")
 
 
 def test_a_killed_node_agent_errors_only_its_cells_and_resume_finishes(cluster_run):
@@ -146,6 +148,16 @@ def test_a_node_leaving_the_cluster_errors_its_cells_at_once(cluster_run):
     assert cluster_run["report"]["removed_after_s"] < 30
 
 
+def test_ctrl_c_shuts_down_a_cluster_xfbench_started(cluster_run):
+    """``xfbench run --ray`` without an address starts a one-node cluster of its own; SIGINT mid-run: exit code
+    130, the message says how to resume, and every process the run started (GCS, raylet, Ray workers, the node
+    agent, xfbench's workers) is gone."""
+    interrupt = cluster_run["report"]["interrupt"]
+    assert interrupt["returncode"] == 130, interrupt["stderr"][-2000:]
+    assert "xfbench run --resume" in interrupt["stderr"] and "interrupted (SIGINT)" in interrupt["stderr"]
+    assert interrupt["started"] >= 4 and interrupt["alive_after"] == [], interrupt
+
+
 # ------------------------------------------------------------------------------------------ no cluster needed
 def _timed(task: str, backend: str, node: str | None, block_ms: float) -> Cell:
     timing = Timing(turns=[Turn(0, r, i, 0.0, [block_ms * (1 + 0.01 * r)] * 3) for i, r in enumerate(range(6))])
@@ -166,6 +178,13 @@ def test_backends_are_compared_only_within_a_node():
     assert titles == ["mlp on cpu (x), node host [aaaa1111]", "mlp on cpu (x), node host [bbbb2222]"]
     again = Result.from_json(result.to_json())
     assert again.cells[0].node == Node("aaaa1111", hostname="host") and again.cells[0].lost is False
+    from xfbench import reports
+
+    markdown = reports.render(result, "md")
+    assert r"ran on 2 Ray nodes: host \[aaaa1111\] (unknown CPU, ? cores); host \[bbbb2222\]" in markdown
+    assert markdown.count(r"### mlp on cpu (x), node host \[") == 2
+    rows = reports.render(result, "csv").splitlines()
+    assert rows[0].endswith(",hostname,node") and rows[1].endswith(",host,aaaa1111"), rows[:2]
 
 
 def test_schema_3_results_load_without_nodes():
@@ -188,6 +207,18 @@ def test_bad_executor_requests_are_one_line_before_any_work(args, message):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_an_address_that_does_not_answer_is_one_line_at_once():
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-m", "xfbench", "run", "--ray", "127.0.0.1:1", "--backends", "torch"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("xfbench: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused; "
+                                   "is `ray start` running there?")
+    done = subprocess.run([sys.executable, "-m", "xfbench", "run", "--ray", "somewhere", "--backends", "torch"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "give auto, HOST:PORT or ray://HOST:PORT" in done.stderr, done.stderr
 
 
 def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch):

@@ -48,6 +48,10 @@ ADDRESS_ENV = "XFBENCH_RAY_ADDRESS"
 INSTALL_HINT = "pip install 'xfbench[ray]'"
 AGENT_START_S = 120.0  # an agent's first answer (a new Ray worker process, importing xfbench)
 logger = logging.getLogger("xfbench.ray")
+# Ray prestarts one idle Python worker per CPU, each waking often: on an idle one-node cluster of this 2-core
+# machine they were 1.9 of the 4.6% of one core that Ray used (benchmarks/ray_overhead.py); xfbench needs one
+# worker per node (its agent). On clusters started with ``ray start``: RAY_enable_worker_prestart=0.
+QUIET_NODE = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
 def import_ray() -> Any:
@@ -185,15 +189,17 @@ class RayPlanExecutor(PlanExecutor):
     def check(self, plan: Any) -> None:
         ray = self.ray = import_ray()
         if not ray.is_initialized():
+            _probe(self.address)
             options = {"log_to_driver": False, "logging_level": logging.ERROR, "include_dashboard": False,
                        **self.init_options}
-            if self.address is None:
+            if self.address is None:  # a cluster of this machine, for the run: no idle Ray workers waiting
                 from xfbench.machine import usable_cores
 
                 options.setdefault("num_cpus", usable_cores())
+                options.setdefault("_system_config", dict(QUIET_NODE))
             began = time.perf_counter()
             try:
-                ray.init(address=self.address, **options)
+                ray.init(address=self.address or "local", **options)  # "local": a new one, never another's
             except Exception as error:  # ConnectionError, ValueError, RuntimeError: Ray's own words, on one line
                 where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray cluster"
                 raise XfbenchError(f"cannot start or reach {where}: {' '.join(str(error).split())[:300]}") from None
@@ -414,6 +420,21 @@ class RayPlanExecutor(PlanExecutor):
             except Exception:  # the cluster is going away
                 pass
             unit.group = None
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` address that does not answer is one line at once (Ray itself would
+    retry for minutes, printing its own warnings)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise XfbenchError(f"--ray {address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise XfbenchError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}; is `ray start` "
+                           "running there?") from None
 
 
 def _reason(error: BaseException) -> str:

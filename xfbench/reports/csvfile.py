@@ -20,7 +20,7 @@ COLUMNS = (
     "ratio_reference", "samples_per_s", "import_s", "build_s", "first_step_s", "train_s", "eval_s", "target",
     "time_to_target_s", "target_epoch", "peak_rss_mb", "device_peak_mb", "recompiles", "page_faults_per_step",
     "parity_passed", "forward_max_abs", "params_vs_backends_rel", "threads", "versions", "task_hash", "cpu",
-    "hostname",
+    "hostname", "node",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -58,8 +58,10 @@ def record(row: Row, reference: str | None, result: Result) -> dict[str, Any]:
         "forward_max_abs": row.parity["forward_max_abs"] if row.parity else None,
         "params_vs_backends_rel": row.parity.get("params_vs_backends_rel") if row.parity else None,
         "threads": cell.threads, "versions": " ".join(f"{k}={v}" for k, v in sorted(cell.versions.items())),
-        "task_hash": cell.task_hash, "cpu": (result.machine or {}).get("cpu"),
-        "hostname": (result.machine or {}).get("hostname"),
+        "task_hash": cell.task_hash,
+        "cpu": cell.node.cpu if cell.node else (result.machine or {}).get("cpu"),  # a Ray node's own machine
+        "hostname": cell.node.hostname if cell.node else (result.machine or {}).get("hostname"),
+        "node": cell.node_id,
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from xfbench.compare.result import Result
 from xfbench.reports import numbers, plots, table
-from xfbench.reports.model import Group, groups
+from xfbench.reports.model import Group, groups, nodes_line, threads_text
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a; margin: 2rem auto;
@@ -150,9 +150,12 @@ def render(result: Result, target: float | None = None, title: str = "xfbench re
     """The whole report as one HTML document."""
     machine = result.machine or {}
     summary = (f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores, "
-               f"{result.config.get('threads', '?')} threads per framework; {result.created}")
+               f"{threads_text(result)} threads per framework; {result.created}")
     if not result.complete:
         summary += " (incomplete: read from the partial file of an unfinished run)"
+    placed = nodes_line(result)
+    if placed:
+        summary += f"; {placed}"
     sections = "".join(section(group) for group in groups(result, target))
     if result.config.get("sweep"):
         sections = sweep_section(result) + sections

@@ -12,7 +12,7 @@ import re
 
 from xfbench.compare.result import Result
 from xfbench.reports import table
-from xfbench.reports.model import groups
+from xfbench.reports.model import groups, nodes_line, threads_text
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -40,8 +40,11 @@ def render(result: Result, target: float | None = None, title: str = "xfbench re
     machine = result.machine or {}
     parts = [f"## {escape(title)}", "",
              f"{escape(machine.get('cpu', 'unknown CPU'))}, {escape(machine.get('cores', '?'))} cores; "
-             f"{escape(result.config.get('threads', '?'))} threads per framework; created {escape(result.created)}"
+             f"{escape(threads_text(result))} threads per framework; created {escape(result.created)}"
              + ("" if result.complete else " (**incomplete**: read from a partial file)")]
+    placed = nodes_line(result)
+    if placed:
+        parts += ["", escape(placed)]
     if result.config.get("sweep"):
         from xfbench.reports import sweep
 

@@ -171,6 +171,24 @@ def _row(cell: Cell, comparison: Comparison | None, target: float | None) -> Row
                notes=notes)
 
 
+def threads_text(result: Result) -> str:
+    """The threads per framework the run gave every backend (on Ray: as the executor set them, per node)."""
+    executor = result.config.get("executor") or {}
+    if isinstance(executor, dict) and executor.get("kind") == "ray":
+        return str(executor.get("threads", "?"))
+    return str(result.config.get("threads", "?"))
+
+
+def nodes_line(result: Result) -> str | None:
+    """Where a cluster run's cells ran: one entry per Ray node (None for a local run)."""
+    nodes = result.nodes()
+    if not nodes:
+        return None
+    described = [f"{node.name} ({node.cpu or 'unknown CPU'}, {node.usable_cores or '?'} cores"
+                 f"{f', {node.gpus} GPUs' if node.gpus else ''})" for node in nodes]
+    return f"ran on {len(nodes)} Ray node{'s' if len(nodes) > 1 else ''}: {'; '.join(described)}"
+
+
 def groups(result: Result, target: float | None = None) -> list[Group]:
     """The tables of a result, in its order: per task, per device kind, per machine (a cluster run's node; backends
     are compared only on one machine). ``target`` overrides every task's time-to-accuracy target."""
