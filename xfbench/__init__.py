@@ -99,22 +99,16 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
 def _plan_executor(executor: str | None, ray_address: str | None, on_each: str | None, threads: int | None
                    ) -> object | None:
     """The Ray executor asked for (None: this machine), checked before any work starts."""
+    from xfbench.compare.ray_executor import EXECUTORS, ray_executor
     from xfbench.errors import unknown_name
 
-    if executor is not None and executor not in ("local", "ray"):
-        raise unknown_name("executor", executor, ("local", "ray"))
+    if executor is not None and executor not in EXECUTORS:
+        raise unknown_name("executor", executor, EXECUTORS)
     if executor == "local" and (ray_address is not None or on_each is not None):
         raise XfbenchError("ray_address and on_each place cells on Ray; drop them or use executor='ray'")
     if executor != "ray" and ray_address is None and on_each is None:
         return None
-    from xfbench.compare.plan import _positive
-    from xfbench.compare.ray_executor import RayPlanExecutor, import_ray, parse_label
-
-    parse_label(on_each)
-    if threads is not None:
-        _positive("threads", threads)
-    import_ray()
-    return RayPlanExecutor(address=ray_address, on_each=on_each, threads=threads)
+    return ray_executor(ray_address, on_each, threads)
 
 
 def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | None = None,

@@ -357,11 +357,9 @@ def _run_request(args: argparse.Namespace) -> tuple[Any, str | None, bool]:
     return plan, output, False
 
 
-EXECUTORS = ("local", "ray")
-
-
 def _executor(args: argparse.Namespace) -> Any:
     """The plan executor ``--ray`` / ``--executor`` / ``--on-each`` ask for (None: this machine), checked."""
+    from xfbench.compare.ray_executor import EXECUTORS, ray_executor
     from xfbench.errors import unknown_name
 
     kind = args.executor
@@ -375,11 +373,7 @@ def _executor(args: argparse.Namespace) -> Any:
         if args.on_each is not None:
             raise XfbenchError("--on-each places cells on Ray nodes; add --ray (or --executor ray)")
         return None
-    from xfbench.compare.ray_executor import RayPlanExecutor, import_ray, parse_label
-
-    parse_label(args.on_each)
-    import_ray()
-    return RayPlanExecutor(address=args.ray or None, on_each=args.on_each, threads=args.threads)
+    return ray_executor(args.ray or None, args.on_each, args.threads)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -393,10 +387,6 @@ def command_run(args: argparse.Namespace) -> int:
         threads, args.threads = args.threads, None
         if threads is not None and args.resume is not None:
             raise XfbenchError("--resume takes its settings from the saved run; drop --threads")
-        if threads is not None:
-            from xfbench.compare.plan import _positive
-
-            _positive("threads", threads)
     plan, output, resume = _run_request(args)
     paths = _report_paths(args)
     store = _open_store(args)

@@ -44,6 +44,7 @@ from xfbench.compare.executor import PlanExecutor
 from xfbench.compare.result import Cell, Device, Node
 from xfbench.errors import XfbenchError
 
+EXECUTORS = ("local", "ray")  # where a run's cells can run (xfbench run --executor)
 ADDRESS_ENV = "XFBENCH_RAY_ADDRESS"
 INSTALL_HINT = "pip install 'xfbench[ray]'"
 AGENT_START_S = 120.0  # an agent's first answer (a new Ray worker process, importing xfbench)
@@ -81,6 +82,18 @@ def parse_label(text: str | tuple[str, str] | None) -> tuple[str, str] | None:
     return label.strip(), value.strip()
 
 
+def ray_executor(address: str | None, on_each: str | None, threads: int | None) -> RayPlanExecutor:
+    """The Ray executor of a request (``xfbench run --ray`` or ``xfbench.run(executor="ray")``), its values checked
+    before any work starts: the label's form, the thread count, Ray's presence."""
+    from xfbench.compare.plan import _positive
+
+    parse_label(on_each)
+    if threads is not None:
+        _positive("threads", threads)
+    import_ray()
+    return RayPlanExecutor(address=address, on_each=on_each, threads=threads)
+
+
 # ------------------------------------------------------------------------------------------- the node agent
 def node_facts() -> dict[str, Any]:
     """What the agent tells the driver about its node (runs on the node)."""
@@ -93,23 +106,24 @@ def node_facts() -> dict[str, Any]:
 
 
 class NodeAgent:
-    """Runs one sub-plan (one task, this node) with the local executor and streams what happens, as dicts:
+    """Runs one sub-plan (one task, this node; the cells whose keys are in ``done`` skipped) with the local executor
+    and streams what happens, as dicts:
     ``{"kind": "progress", "text"}``, ``{"kind": "cell", "cell"}``, then ``{"kind": "end", "error"}``."""
 
     def info(self) -> dict[str, Any]:
         return node_facts()
 
-    def run(self, plan: Any, done: list[dict[str, Any]]) -> Any:
-        from xfbench.compare.runner import LocalPlanExecutor
+    def run(self, plan: Any, done: list[tuple[str, str, str]]) -> Any:
+        from xfbench.compare.runner import run_plan
 
         events: queue.Queue[dict[str, Any]] = queue.Queue()
 
         def work() -> None:
             error = None
             try:
-                LocalPlanExecutor().run(plan, lambda text: events.put({"kind": "progress", "text": text}),
-                                        lambda cell: events.put({"kind": "cell", "cell": cell.to_dict()}),
-                                        [Cell.from_dict(cell) for cell in done])
+                run_plan(plan, lambda text: events.put({"kind": "progress", "text": text}),
+                         lambda cell: events.put({"kind": "cell", "cell": cell.to_dict()}),
+                         done=[tuple(key) for key in done])
             except BaseException as failure:  # reported to the driver: the unit's missing cells become error
                 error = f"{type(failure).__name__}: {failure}"
             events.put({"kind": "end", "error": error})
@@ -241,8 +255,7 @@ class RayPlanExecutor(PlanExecutor):
             done: list[Cell]) -> None:
         say = progress or (lambda text: None)
         advance = getattr(progress, "advance", None)
-        keys = [(task.name, backend, device) for task in plan.tasks for device in plan.devices
-                for backend in plan.backends]
+        keys = plan.keys()
 
         def expected(task_index: int, node_id: str | None) -> set[tuple[str, str, str]]:
             name = plan.tasks[task_index].name
@@ -258,7 +271,10 @@ class RayPlanExecutor(PlanExecutor):
             queues = {node["NodeID"]: deque() for node in self.nodes}
             shared = deque(i for i in range(len(plan.tasks)) if expected(i, None))
         nodes = {node["NodeID"]: node for node in self.nodes}
-        busy: set[str] = set()
+        suspect = False  # a node agent was lost: check which nodes are still alive before placing more work
+
+        def busy() -> set[str]:
+            return {unit.node_id for unit in self.units.values()}
 
         def deliver(unit: _Unit, cell: Cell) -> None:
             unit.expected.discard(cell.key)
@@ -267,51 +283,51 @@ class RayPlanExecutor(PlanExecutor):
             if advance is not None:
                 advance()
 
-        def fail(unit: _Unit, reason: str) -> None:
+        def fail(unit: _Unit, reason: str, node_failed: bool = True) -> None:
+            nonlocal suspect
             say(f"{plan.tasks[unit.task_index].name} on {self._node(unit).name}: {reason}")
             for task, backend, device in sorted(unit.expected):
                 deliver(unit, Cell(task, backend, Device(device), "error", error=reason, lost=True))
             self._end(unit)
+            suspect = suspect or node_failed
 
         def drop_dead_nodes() -> None:
             """A node that is gone takes no more work: its queued tasks (--on-each) are lost; with no node left,
             every task still queued is."""
-            alive = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
-            for node_id in [node_id for node_id in nodes if node_id not in alive and node_id not in busy]:
+            alive, working = {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}, busy()
+            for node_id in [node_id for node_id in nodes if node_id not in alive and node_id not in working]:
                 node = nodes.pop(node_id)
                 for index in queues.pop(node_id):
-                    fail(_Unit(index, node, expected(index, node_id)), "the node is gone from the cluster")
+                    fail(_Unit(index, node, expected(index, node_id)), "the node is gone from the cluster", False)
             if not nodes:
                 while shared:
                     index = shared.popleft()
-                    fail(_Unit(index, self.nodes[0], expected(index, None)), "no live node is left in the cluster")
+                    fail(_Unit(index, self.nodes[0], expected(index, None)), "no live node is left in the cluster",
+                         False)
 
         try:
             while any(queues.values()) or shared or self.units:
-                if len(busy) < len(nodes) and self._failures:
-                    self._failures = 0
+                if suspect and len(busy()) < len(nodes):  # a node with no live unit may be gone
+                    suspect = False
                     drop_dead_nodes()
                 for node_id, node in list(nodes.items()):  # every free node takes its next task
-                    if node_id in busy:
+                    if node_id in busy():
                         continue
                     work = queues[node_id] or (shared if self.on_each is None else None)
                     if not work:
                         continue
                     index = work.popleft()
                     unit = _Unit(index, node, expected(index, node_id if self.on_each else None))
-                    busy.add(node_id)
                     self.units[id(unit)] = unit
-                    reason = self._start(unit, plan, done)
+                    reason = self._start(unit, plan)
                     if reason is not None:
                         fail(unit, reason)
-                        busy.discard(node_id)
-                        self._failures += 1
-                self._pump(plan, say, deliver, fail, busy)
+                self._pump(plan, say, deliver, fail)
         finally:
             for unit in list(self.units.values()):  # Ctrl-C or a failure of the driver: nothing left behind
                 self._end(unit)
 
-    def _start(self, unit: _Unit, plan: Any, done: list[Cell]) -> str | None:
+    def _start(self, unit: _Unit, plan: Any) -> str | None:
         """Reserve the node and start its agent on the unit's sub-plan; the reason when that fails."""
         ray = self.ray
         from ray.util import placement_group
@@ -346,16 +362,14 @@ class RayPlanExecutor(PlanExecutor):
         if threads > node_cores:
             return f"--threads {threads} is more than the {node_cores} usable cores of node {name}"
         sub_plan = replace(plan, tasks=[plan.tasks[unit.task_index]], threads=threads)
-        node_done = [cell.to_dict() for cell in done if cell.task == plan.tasks[unit.task_index].name
-                     and (self.on_each is None or cell.node_id == unit.node_id)]
-        unit.stream = unit.agent.run.remote(sub_plan, node_done)
+        cells = sub_plan.keys()
+        done = [key for key in cells if key not in unit.expected]  # finished before a resume
+        unit.stream = unit.agent.run.remote(sub_plan, done)
         unit.last_word = time.monotonic()
         return None
 
-    _failures = 0  # agents lost since the nodes were last checked
-
     def _pump(self, plan: Any, say: Callable[[str], None], deliver: Callable[[_Unit, Cell], None],
-              fail: Callable[[_Unit, str], None], busy: set[str]) -> None:
+              fail: Callable[..., None]) -> None:
         """Wait up to a second for the next event of any live agent and handle it; end silent agents."""
         ray = self.ray
         live = {id(unit.stream): unit for unit in self.units.values() if unit.stream is not None}
@@ -371,8 +385,6 @@ class RayPlanExecutor(PlanExecutor):
             except Exception as error:  # the agent or its node died: ActorDiedError, NodeDiedError, ...
                 alive = any(node["NodeID"] == unit.node_id and node.get("Alive") for node in ray.nodes())
                 fail(unit, f"{'the node agent died' if alive else 'the node left the cluster'}: {_reason(error)}")
-                busy.discard(unit.node_id)
-                self._failures += 1
                 continue
             unit.last_word = time.monotonic()
             if event["kind"] == "progress":
@@ -381,16 +393,14 @@ class RayPlanExecutor(PlanExecutor):
                 deliver(unit, Cell.from_dict(event["cell"]))
             else:
                 if unit.expected:
-                    fail(unit, f"the node agent ended without them: {event.get('error') or 'no reason given'}")
+                    fail(unit, f"the node agent ended without them: {event.get('error') or 'no reason given'}",
+                         False)
                 else:
                     self._end(unit)
-                busy.discard(unit.node_id)
         silent_limit = plan.timeout + 60.0  # the agent's own workers time out after plan.timeout per command
         for unit in list(live.values()):
             if id(unit) in self.units and time.monotonic() - unit.last_word > silent_limit:
                 fail(unit, f"no word from the node agent for {silent_limit:g} s; it was stopped")
-                busy.discard(unit.node_id)
-                self._failures += 1
 
     def _node(self, unit: _Unit) -> Node:
         facts, resources = unit.facts, unit.node.get("Resources", {})
