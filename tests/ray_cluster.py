@@ -49,6 +49,8 @@ def children(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
+    """tests/test_interleaved.py's twin: importing that module here would import xfbench before ``main`` sets the
+    environment (the fake backends) that xfbench's registry reads at import."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
