@@ -34,7 +34,7 @@ PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds
 STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step")
 TIMING = {*PHASES, *STEADY, "session", "protocol", "processes", "turns"}
 PROTOCOL = {"sync", "turn", "warmup_s", "min_block_s", "turn_s", "min_blocks", "rounds", "warmup_rounds", "processes",
-            "order", "schedule"}
+            "order", "schedule", "imports"}
 PROCESS = {"process", "pid", "import_s", "build_s", "first_step_s", "train_s", "eval_s", "trained_epochs",
            "peak_rss_mb"}
 TURN = {"process", "round", "position", "start_s", "block_ms"}

@@ -34,6 +34,9 @@ from xfbench.backends.base import Trainer
 
 SCHEDULES = ("interleaved", "sequential")
 ORDERS = ("rotate", "shuffle")
+IMPORTS = {"interleaved": "process 0 of each backend alone (its import time is the one reported), then the other "
+                          "processes together, before any of them primes",
+           "sequential": "one worker at a time"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class TimingOptions:
     processes: int = 2
     order: str = "rotate"
     schedule: str = "interleaved"
+    imports: str | None = None  # how the workers' imports overlapped, in words; None: what the schedule does
 
     @classmethod
     def quick(cls, **changes: Any) -> TimingOptions:
@@ -68,7 +72,9 @@ class TimingOptions:
 
     def describe(self) -> dict[str, Any]:
         """The measurement settings, recorded in each cell."""
-        return {"sync": "one device sync per block", "turn": "one untimed block, then timed blocks", **asdict(self)}
+        imports = self.imports or (IMPORTS[self.schedule] if self.processes > 1 else "one worker at a time")
+        return {"sync": "one device sync per block", "turn": "one untimed block, then timed blocks",
+                **asdict(self), "imports": imports}
 
 
 def time_first_step(trainer: Trainer) -> tuple[float, Any]:
