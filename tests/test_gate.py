@@ -259,9 +259,9 @@ def _ab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_ab_flags_the_slowed_cell_and_only_it(ab_env: dict[str, str], tmp_path: Path) -> None:
     """The CI flow of the README on tiny settings: two environments, a test-only 50% slowdown of one backend."""
     out, summary, store = tmp_path / "ab.json", tmp_path / "summary.md", tmp_path / "store.sqlite"
-    # 6 rounds are tiny settings: a 20% minimum effect keeps the A/A cell's false alarm rare here. 5 pairs (the
-    # default), not _ab's 3: with 3 the t-test has 2 degrees of freedom, and one noisy pair on this shared machine
-    # left the 50% slowdown undecided (measured +33%, exit 0) in one CI run of four
+    # 6 rounds are tiny settings: a 20% minimum effect keeps the A/A cell's false alarm rare here. 5 pairs, not
+    # _ab's 3: with 3 the t-test has 2 degrees of freedom, and one noisy pair on this shared machine left the 50%
+    # slowdown undecided (measured +33%, exit 0) in one CI run of four
     done = _ab(ab_env, "--inject-slowdown", "fake-ref2=0.5", "--min-effect", "0.2", "--json", str(out), "--md",
                str(summary), "--save", "--store", str(store), "--pairs", "5")
     assert done.returncode == 1, done.stderr
@@ -368,9 +368,9 @@ def test_an_interrupted_ab_keeps_finished_cells_and_leaves_no_worker(ab_env: dic
                                 "--json", str(out), "--quiet"], cwd=REPO, env=ab_env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not out.exists() and time.monotonic() < deadline:  # the first cell is saved as it finishes
+    while not out.exists() and time.monotonic() < deadline:  # the first pair of the first cell is saved at once
         time.sleep(0.2)
-    time.sleep(1.0)  # the second cell's workers are timing now
+    time.sleep(1.0)  # the second cell's first pair is timing now
     workers = psutil.Process(process.pid).children(recursive=True)
     assert workers, "the second cell's workers should be alive"
     process.send_signal(signal.SIGTERM)
@@ -380,4 +380,7 @@ def test_an_interrupted_ab_keeps_finished_cells_and_leaves_no_worker(ab_env: dic
     assert not alive, f"workers outlived the run: {alive}"
     document = json.loads(out.read_text())
     assert document["complete"] is False
-    assert [item["backend"] for item in document["verdicts"]] == ["fake-ref"]
+    assert document["verdicts"][0]["backend"] == "fake-ref"  # pairs are pair-major: the first cell's first pair
+    head = Result.from_dict(document["head"])
+    assert {turn.process for turn in head.cell("regression", "fake-ref").timing.turns} == {0}
+    assert all(len({turn.round for turn in cell.timing.turns}) == 20 for cell in head.cells)  # whole pairs only

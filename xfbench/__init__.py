@@ -119,7 +119,8 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
     """Time the same matrix in two Python environments together and decide, per cell, whether the head regressed.
 
     Base and head workers of each cell are alive together and take alternating turns, over ``pairs`` fresh process
-    pairs (default 5); see ``xfbench ab --help`` and :mod:`xfbench.compare.gate` for the statistics.
+    pairs (default 6, taken pair-major: pair 1 of every cell, then pair 2, ...); see ``xfbench ab --help`` and
+    :mod:`xfbench.compare.gate` for the statistics.
     ``inject_slowdown`` is for testing the gate only (``"0.2"`` or ``"torch=0.2"``: the head's timed blocks made
     that much longer with real busy work). ``result.exit_code`` is 1 when a cell regressed.
 

@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--threads", type=int, help="threads per framework (default: all usable cores)")
     ab.add_argument("--epochs", type=int, help="override every task's number of epochs")
     ab.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="fresh base/head process pairs per cell: the "
-                                                                     "unit of replication (default: %(default)s)")
+                                                                     "unit of replication, taken pair-major (pair 1 "
+                                                                     "of every cell, then pair 2, ...; default: "
+                                                                     "%(default)s)")
     ab.add_argument("--rounds", type=int, help=f"alternating turns per arm in each pair (default: "
                                                f"{AB_TIMING.rounds})")
     ab.add_argument("--turn-seconds", type=float, help=f"timed seconds per turn (default: {AB_TIMING.turn_s})")
@@ -294,21 +296,21 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                                                                    "Holm-corrected (default: %(default)s)")
 
 
-def _progress(quiet: bool, total: int = 0):
+def _progress(quiet: bool, total: int = 0, unit: str = "cells"):
     """Progress on stderr: a live bar on a terminal, plain lines otherwise, nothing with ``--quiet``."""
     if quiet:
         return None
     if total and sys.stderr.isatty():
         from xfbench.progress import LiveProgress
 
-        return LiveProgress(total)
+        return LiveProgress(total, unit)
     return lambda message: print(f"xfbench: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
-def _showing_progress(quiet: bool, total: int) -> Iterator[Any]:
+def _showing_progress(quiet: bool, total: int, unit: str = "cells") -> Iterator[Any]:
     """:func:`_progress` for the length of a run; a live bar is closed however the run ends."""
-    progress = _progress(quiet, total)
+    progress = _progress(quiet, total, unit)
     try:
         yield progress
     finally:
@@ -473,7 +475,7 @@ def command_ab(args: argparse.Namespace) -> int:
     plan, base, head, pairs = ab_request(args.base_python, args.head_python, args.tasks, args.backends, args.threads,
                                          args.epochs, args.pairs, args.rounds, args.turn_seconds, args.min_effect,
                                          args.alpha, args.timeout, args.inject_slowdown)
-    with _showing_progress(args.quiet, plan.num_cells) as progress:
+    with _showing_progress(args.quiet, plan.num_cells * pairs, "process pairs") as progress:
         outcome = run_ab(plan, base, head, pairs, args.min_effect, args.alpha, progress, output)
     title = "xfbench ab"
     evidence = "base and head timed together in alternating turns"

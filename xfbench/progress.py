@@ -12,13 +12,13 @@ import sys
 
 
 class LiveProgress:
-    """A rich progress bar on stderr: cells done of ``total``, elapsed time, and the latest message."""
+    """A rich progress bar on stderr: ``unit`` done of ``total``, elapsed time, and the latest message."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, unit: str = "cells") -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._progress = Progress(TextColumn("xfbench"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+        self._progress = Progress(TextColumn("xfbench"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                                   TimeElapsedColumn(), TextColumn("{task.description}"),
                                   console=Console(file=sys.stderr), transient=False)
         self._task = self._progress.add_task("starting", total=total)
@@ -31,7 +31,7 @@ class LiveProgress:
         self._progress.update(self._task, description=message)
 
     def advance(self) -> None:
-        """A cell is complete: its line (the last message) stays above the bar."""
+        """A unit is complete: its line (the last message) stays above the bar."""
         self._progress.console.print(f"xfbench: {self._last}", highlight=False, markup=False)
         self._progress.advance(self._task)
 

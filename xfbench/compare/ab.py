@@ -6,7 +6,10 @@ For every cell (task, backend, device) and every one of ``pairs`` fresh *process
    accuracy is in the result), in the others each builds it and runs one priming epoch;
 2. the two take alternating timing turns (``compare.schedule`` with two participants: base-head, head-base, ...),
    with the same ``block_steps`` in both arms and every pair (fixed from the first pair's estimates);
-3. both exit; the next pair starts fresh. The process pair is the unit of replication (``compare.gate``).
+3. both exit. The process pair is the unit of replication (``compare.gate``), and the pairs are taken
+   *pair-major*: pair 1 of every cell, then pair 2 of every cell, and so on, so a cell's pairs are spread over
+   the whole run instead of back to back (a shift of the machine lasting a minute or two then reaches one pair of
+   several cells, not every pair of one). The default number of pairs is even, so each arm starts first in half.
 Then ``compare.gate`` gives each cell a verdict. Nothing is shared between the arms but the task: each worker runs
 its own environment's xfbench and frameworks, so both arms must have an xfbench that speaks this worker protocol.
 
@@ -37,7 +40,7 @@ from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
 
 AB_SCHEMA_VERSION = 1
-DEFAULT_PAIRS = 5
+DEFAULT_PAIRS = 6  # even: each arm starts first, and times first, in half of the pairs
 # Turns of one cell's two workers are 10 to 35% apart on this shared machine (2 cores, measured Dec 2026), so a
 # pair needs many rounds for its ratio to settle; 30 rounds of 0.1 s keep one task x four backends within minutes.
 DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1)
@@ -160,11 +163,11 @@ class ArmSlot(Slot):
 
 
 class AbRunner(Runner):
-    """Runs every cell of ``plan`` in both arms, pair by pair; ``on_cell`` sees (base cell, head cell) as each
-    cell finishes."""
+    """Runs every cell of ``plan`` in both arms, pair by pair; ``on_pair`` sees every (base cell, head cell) measured
+    so far after each process pair."""
 
     def __init__(self, plan: Plan, executor: Executor, progress: Progress, arms: tuple[Arm, Arm], pairs: int,
-                 on_pair: Callable[[Any, Any], None]) -> None:
+                 on_pair: Callable[[list[tuple[Any, Any]]], None]) -> None:
         super().__init__(plan, executor, progress, on_cell=lambda cell: None)
         self.arms = arms
         self.pairs = pairs
@@ -227,46 +230,80 @@ class AbRunner(Runner):
         run_rounds(participants, self.options.rounds, "rotate", on_turn=record,
                    warmup_rounds=self.options.warmup_rounds)
 
-    def _cell(self, device: str, task_index: int, backend: str) -> None:
+    def _pair(self, device: str, task_index: int, backend: str, states: dict[str, CellState], pair: int) -> None:
+        """Process pair ``pair`` of one cell: both workers start, prepare, take their alternating turns and exit."""
         task = self.plan.tasks[task_index]
-        session = uuid.uuid4().hex[:12]
-        states = {arm.name: CellState(task, backend, device, session=session) for arm in self.arms}
-        for pair in range(self.pairs):
-            order = self.arms if pair % 2 == 0 else self.arms[::-1]  # who starts, and who times first, alternates
-            slots = [ArmSlot(backend, device, pair, arm=arm) for arm in order]
-            try:
-                self._prepare_both(slots, states, task_index, pair)
-                if all(state.status == "ok" for state in states.values()):
-                    self._time_pair(slots, states, pair)
-                for slot in slots:
-                    self._release(slot, states[slot.arm.name])  # type: ignore[union-attr]
-            except BaseException:  # Ctrl-C, SIGTERM: the workers may be mid-command; kill them now
-                for slot in slots:
-                    self._close(slot, graceful=False)
-                raise
+        order = self.arms if pair % 2 == 0 else self.arms[::-1]  # who starts, and who times first, alternates
+        slots = [ArmSlot(backend, device, pair, arm=arm) for arm in order]
+        try:
+            self._prepare_both(slots, states, task_index, pair)
+            if all(state.status == "ok" for state in states.values()):
+                self._time_pair(slots, states, pair)
             for slot in slots:
-                self._close(slot)
-            if any(state.status != "ok" for state in states.values()):
-                break
-        base, head = (assemble(states[arm.name], self.plan) for arm in self.arms)
-        self.progress(f"{task.name} on {backend}/{device}: base {base.step_ms() or float('nan'):.3g} ms/step, "
-                      f"head {head.step_ms() or float('nan'):.3g} ms/step")
+                self._release(slot, states[slot.arm.name])  # type: ignore[union-attr]
+        except BaseException:  # Ctrl-C, SIGTERM: the workers may be mid-command; kill them now
+            for slot in slots:
+                self._close(slot, graceful=False)
+            raise
+        for slot in slots:
+            self._close(slot)
+        base, head = (states[arm.name] for arm in self.arms)
+        self.progress(f"{task.name} on {backend}/{device}, pair {pair + 1}/{self.pairs}: "
+                      + (f"head/base {self._pair_ratio(base, head, pair)}" if base.status == head.status == "ok"
+                         else f"failed ({base.error or head.error})"))
         advance = getattr(self.progress, "advance", None)
         if advance is not None:
             advance()
-        self.on_pair(base, head)
+
+    @staticmethod
+    def _pair_ratio(base: CellState, head: CellState, pair: int) -> str:
+        import statistics
+
+        def median(state: CellState) -> float:
+            return statistics.median(value for turn in state.turns if turn.process == pair for value in turn.block_ms)
+
+        try:
+            return f"{median(head) / median(base):.3f}"
+        except (statistics.StatisticsError, ZeroDivisionError):
+            return "not measured"
 
     def run(self) -> None:
+        """Pair-major: the first process pair of every cell, then the second of every cell, and so on.
+
+        A shift of the machine that lasts a minute or two (measured here: both arms' processes of one cell 3-13%
+        apart for all five of its back-to-back pairs, an A/A false alarm) then falls on one pair of many cells
+        instead of on every pair of one cell, where the test over pairs sees it as the between-pair variance it is.
+        ``on_pair`` gets every cell's (base, head) so far after each pair (the document is saved then)."""
+        cells: list[tuple[str, int, str, dict[str, CellState]]] = []
+        finished: list[tuple[Any, Any]] = []  # cells that cannot run: final from the start
         for device in self.plan.devices:
-            for index, _ in enumerate(self.plan.tasks):
+            for index, task in enumerate(self.plan.tasks):
                 for backend in self.plan.backends:
                     missing = self._unavailable(backend)
                     if missing is not None:
-                        state = CellState(self.plan.tasks[index], backend, device)
+                        state = CellState(task, backend, device)
                         state.fail(*missing)
-                        self.on_pair(assemble(state, self.plan), assemble(state, self.plan))
+                        finished.append((assemble(state, self.plan), assemble(state, self.plan)))
                         continue
-                    self._cell(device, index, backend)
+                    session = uuid.uuid4().hex[:12]
+                    cells.append((device, index, backend, {arm.name: CellState(task, backend, device, session=session)
+                                                           for arm in self.arms}))
+        started: list[dict[str, CellState]] = []
+
+        def report() -> None:
+            self.on_pair(finished + [(assemble(states["base"], self.plan), assemble(states["head"], self.plan))
+                                     for states in started])
+
+        if finished:
+            report()
+        for pair in range(self.pairs):
+            for device, index, backend, states in cells:
+                if any(state.status != "ok" for state in states.values()):
+                    continue  # failed in an earlier pair: kept as it is
+                self._pair(device, index, backend, states, pair)
+                if not any(states is other for other in started):
+                    started.append(states)
+                report()
 
 
 def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: Any = None,
@@ -295,7 +332,7 @@ def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_eff
            alpha: float = ALPHA, progress: Progress | None = None, output: str | None = None,
            executor: Executor | None = None) -> AbResult:
     """Run ``plan`` in both arms and decide every cell. With ``output``, the document so far is rewritten
-    (atomically) after every cell, so an interrupted comparison keeps what it measured."""
+    (atomically) after every process pair, so an interrupted comparison keeps what it measured."""
     config = {**plan.describe(), "pairs": pairs, "min_effect": min_effect, "alpha": alpha,
               "inject_slowdown": head.env.get(SLOWDOWN_ENV) or base.env.get(SLOWDOWN_ENV)}
     arms = {arm.name: arm.describe() for arm in (base, head)}
@@ -303,9 +340,9 @@ def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_eff
                        head=Result(config={**config, "arm": "head", "arm_info": arms["head"]}),
                        arms=arms, config=config, complete=False)
 
-    def keep(base_cell: Any, head_cell: Any) -> None:
-        outcome.base.cells.append(base_cell)
-        outcome.head.cells.append(head_cell)
+    def keep(cells: list[tuple[Any, Any]]) -> None:
+        outcome.base.cells = [base_cell for base_cell, _ in cells]
+        outcome.head.cells = [head_cell for _, head_cell in cells]
         if output:
             outcome.decide()
             outcome.save(output)
