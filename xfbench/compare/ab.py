@@ -72,6 +72,7 @@ def probe_arm(name: str, python: str, env: dict[str, str] | None = None, timeout
         raise XfbenchError(f"{flag} is empty; give the interpreter of a virtual environment, e.g. base-env/bin/python")
     if not os.path.isfile(python) or not os.access(python, os.X_OK):
         raise XfbenchError(f"{flag} {python!r} is not an executable file; give e.g. base-env/bin/python")
+    python = os.path.abspath(python)  # the probe and the workers run elsewhere; a symlink stays one (a venv's python)
     try:
         out = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
