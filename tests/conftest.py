@@ -142,14 +142,16 @@ class CliRun:
     stdout: str
     stderr: str
     json_path: Path
+    temp: Path | None = None  # the run's TMPDIR
 
     def document(self) -> dict[str, Any]:
         return json.loads(self.json_path.read_text(encoding="utf-8"))
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m xfbench.cli ARGS`` in a subprocess, from the repository root, with only the built-in backends."""
-    env = {key: value for key, value in os.environ.items() if key != "XFBENCH_EXTRA_BACKENDS"}
+def run_cli(*args: str, timeout: float = 300, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``python -m xfbench.cli ARGS`` in a subprocess, from the repository root, with only the built-in backends
+    (and the environment ``variables`` given)."""
+    env = {key: value for key, value in os.environ.items() if key != "XFBENCH_EXTRA_BACKENDS"} | variables
     return subprocess.run([sys.executable, "-m", "xfbench.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env)
 
@@ -159,7 +161,8 @@ def regression_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
     """``xfbench run --tasks regression --backends <all four> --epochs 5 --rounds 4 --processes 2 --json PATH``, run
     once per session: the CLI end-to-end test and the schema test both read it."""
     path = tmp_path_factory.mktemp("run") / "sub" / "regression.json"  # a missing parent folder: save() creates it
+    temp = tmp_path_factory.mktemp("tmpdir")  # the run's and its workers' temporary folder, checked empty after
     args = ["run", "--tasks", "regression", "--backends", ",".join(ALL_BACKENDS), "--epochs", "5", "--threads",
             str(THREADS), "--rounds", "4", "--processes", "2", "--json", str(path)]
-    done = run_cli(*args)
-    return CliRun(args, done.returncode, done.stdout, done.stderr, path)
+    done = run_cli(*args, TMPDIR=str(temp))
+    return CliRun(args, done.returncode, done.stdout, done.stderr, path, temp)

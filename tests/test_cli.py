@@ -118,6 +118,11 @@ def test_run_end_to_end(regression_run: CliRun):
     document = done.document()
     assert [(cell["task"], cell["backend"]) for cell in document["cells"]] == [("regression", b) for b in ALL_BACKENDS]
     assert document["config"]["epochs"] == {"regression": 5} and document["config"]["threads"] == 2
+    # nothing left in the temporary folder: the run's worker folder is removed, and the workers' quick exit still
+    # runs the frameworks' atexit clean-up (TensorFlow's autograph files)
+    # (torch's inductor cache folder is a cache meant to persist, not a leftover)
+    left = sorted(path.name for path in done.temp.iterdir()) if done.temp is not None else None
+    assert left is not None and [name for name in left if not name.startswith("torchinductor_")] == [], left
 
 
 def test_run_json_matches_table(regression_run: CliRun):

@@ -8,8 +8,8 @@ turns, over several fresh *process pairs*. Every process carries a speed offset 
 number of turns averages away, so the process pair is the unit of replication: per pair, the 20% trimmed mean over
 rounds of log(head turn / base turn) of the same round (drift cancels); over pairs, a one-sample t-test of those
 log ratios (``scipy.stats.ttest_1samp``, one-sided each way) and its 95% t interval. Why not Wilcoxon's signed-rank
-test: with n pairs its smallest possible one-sided p-value is 2^-n, so five pairs could never pass a Holm-corrected
-threshold across four cells (0.0125).
+test: with n pairs its smallest possible one-sided p-value is 2^-n, so the default six pairs (1/64) could never pass
+a Holm-corrected threshold across four cells (0.0125).
 
 ``xfbench check`` (:func:`check_estimate`, weaker): two saved results, timed in different runs, possibly hours and
 machines apart; nothing is paired. Per cell, the turns of each result (one value per turn, all processes) are
