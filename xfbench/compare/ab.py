@@ -174,16 +174,11 @@ class AbRunner(Runner):
         self.pairs = pairs
         self.on_pair = on_pair
 
-    def _launch(self, slot: ArmSlot) -> None:
-        assert slot.arm is not None
+    def _launch(self, slot: Slot) -> None:
+        """The slot's arm's interpreter and variables (``Runner._start`` calls this)."""
+        assert isinstance(slot, ArmSlot) and slot.arm is not None
         slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, self.plan.tasks,
                                                      self.plan.malloc, python=slot.arm.python, env=slot.arm.env))
-
-    def _start(self, slot: Slot, tasks: list[Any]) -> None:
-        if slot.worker is None:
-            self._launch(slot)  # type: ignore[arg-type]
-        if not slot.ready:
-            slot.ready = self._request(slot, None, "ready", "importing the framework")
 
     def _prepare_both(self, slots: list[ArmSlot], states: dict[str, CellState], task_index: int, pair: int) -> None:
         """Both workers import at once (an import is mostly one thread), then prepare one after the other: two
@@ -204,7 +199,7 @@ class AbRunner(Runner):
             if slot.worker is None or state.status != "ok":
                 continue
             try:
-                self._start(slot, self.plan.tasks)
+                self._start(slot)
                 reply = self._request(slot, message, "prepared", "running")
             except WorkerError as failure:
                 state.fail("error", str(failure))
@@ -289,21 +284,20 @@ class AbRunner(Runner):
                     session = uuid.uuid4().hex[:12]
                     cells.append((device, index, backend, {arm.name: CellState(task, backend, device, session=session)
                                                            for arm in self.arms}))
-        started: list[dict[str, CellState]] = []
+        started: dict[int, dict[str, CellState]] = {}  # by position in ``cells``: the order of the first pair
 
         def report() -> None:
             self.on_pair(finished + [(assemble(states["base"], self.plan), assemble(states["head"], self.plan))
-                                     for states in started])
+                                     for states in started.values()])
 
         if finished:
             report()
         for pair in range(self.pairs):
-            for device, index, backend, states in cells:
+            for position, (device, index, backend, states) in enumerate(cells):
                 if any(state.status != "ok" for state in states.values()):
                     continue  # failed in an earlier pair: kept as it is
                 self._pair(device, index, backend, states, pair)
-                if not any(states is other for other in started):
-                    started.append(states)
+                started.setdefault(position, states)
                 report()
 
 

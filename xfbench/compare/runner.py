@@ -112,12 +112,17 @@ class Runner:
             slot.worker = None
             raise
 
-    def _start(self, slot: Slot, tasks: list[Task]) -> None:
-        if slot.worker is not None:
-            return
-        slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, tasks,
+    def _launch(self, slot: Slot) -> None:
+        """Start the slot's worker (it imports its framework meanwhile; ``ready`` says when it is done)."""
+        slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, self.plan.tasks,
                                                      self.plan.malloc))
-        slot.ready = self._request(slot, None, "ready", "importing the framework")
+
+    def _start(self, slot: Slot) -> None:
+        """The slot's worker started, if it is not yet, and its framework imported."""
+        if slot.worker is None:
+            self._launch(slot)
+        if not slot.ready:
+            slot.ready = self._request(slot, None, "ready", "importing the framework")
 
     def _start_together(self, pairs: list[tuple[Slot, CellState]]) -> None:
         """Start the workers of every slot not yet running at once and wait until each has imported its framework.
@@ -131,8 +136,7 @@ class Runner:
             if slot.worker is not None:
                 continue
             try:
-                slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads,
-                                                             self.plan.tasks, self.plan.malloc))
+                self._launch(slot)
             except OSError as error:
                 state.fail("error", f"cannot start the worker: {error}")
                 continue
@@ -158,7 +162,7 @@ class Runner:
         suffix = f" (process {slot.process + 1}/{self.options.processes})" if self.options.processes > 1 else ""
         self.progress(f"{state.task.name} on {slot.label}: {what}{suffix}")
         try:
-            self._start(slot, self.plan.tasks)
+            self._start(slot)
             reply = self._request(slot, {
                 "op": "prepare", "task": task_index, "process": slot.process, "seeds": self.plan.seeds,
                 "measure": self.plan.measure, "parity": self.plan.parity, "warmup_s": self.options.warmup_s,

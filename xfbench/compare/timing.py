@@ -72,7 +72,7 @@ class TimingOptions:
 
     def describe(self) -> dict[str, Any]:
         """The measurement settings, recorded in each cell."""
-        imports = self.imports or (IMPORTS[self.schedule] if self.processes > 1 else "one worker at a time")
+        imports = self.imports or IMPORTS[self.schedule if self.processes > 1 else "sequential"]
         return {"sync": "one device sync per block", "turn": "one untimed block, then timed blocks",
                 **asdict(self), "imports": imports}
 
