@@ -280,6 +280,7 @@ def test_ab_flags_the_slowed_cell_and_only_it(ab_env: dict[str, str], tmp_path: 
     head = Result.from_dict(document["head"])  # each arm is a result of the usual schema
     cell = head.cell("regression", "fake-ref2")
     assert {turn.process for turn in cell.timing.turns} == {0, 1, 2, 3, 4} and cell.metrics["r2"] > 0.5
+    assert cell.timing.protocol["imports"] == "each pair's base and head workers together"
     assert "TEST ONLY" in summary.read_text() and "❌ regression" in summary.read_text()
     with Store(str(store)) as saved:
         (row,) = saved.runs()

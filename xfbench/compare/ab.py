@@ -43,7 +43,7 @@ AB_SCHEMA_VERSION = 1
 DEFAULT_PAIRS = 6  # even: each arm starts first, and times first, in half of the pairs
 # Turns of one cell's two workers are 10 to 35% apart on this shared machine (2 cores, measured Dec 2026), so a
 # pair needs many rounds for its ratio to settle; 30 rounds of 0.1 s keep one task x four backends within minutes.
-DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1)
+DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1, imports="each pair's base and head workers together")
 ARMS = ("base", "head")
 PROBE = ("import json, platform, sys\n"
          "import xfbench\n"
