@@ -56,12 +56,12 @@ def summarize(folder: Path) -> None:
     import numpy as np
 
     kinds: dict[str, list[dict]] = {}
-    walls, config = [], {}
+    walls, config, method = [], {}, "not recorded"
     for path in sorted(folder.glob("run-*.json")):
         document = json.loads(path.read_text())
         if not document.get("complete"):
             continue
-        config = document["config"]
+        config, method = document["config"], document.get("method", method)
         level = config.get("inject_slowdown")
         kind = "A/A" if not level else f"injected {float(level):.0%}"
         kinds.setdefault(kind, []).extend(item for item in document["verdicts"] if item["verdict"] != "not compared")
@@ -71,6 +71,7 @@ def summarize(folder: Path) -> None:
           f"{timing.get('turn_s')} s turns, minimum effect {config.get('min_effect')}, alpha {config.get('alpha')} "
           f"(Holm); tasks {','.join(config.get('tasks', []))}; backends {','.join(config.get('backends', []))}; "
           f"{config.get('threads')} threads")
+    print(f"method: {method}")
     known = [wall for wall in walls if wall]
     if known:
         print(f"runs: {len(walls)}, {np.mean(known):.0f} s each on average ({sum(known) / 60:.0f} min in all)")

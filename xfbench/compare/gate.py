@@ -5,11 +5,17 @@ Two kinds of evidence, one verdict rule.
 ``xfbench ab`` (:func:`ab_estimate`, strong): base and head workers of a cell alive together, taking alternating
 turns, over several fresh *process pairs*. Every process carries a speed offset of its own for its whole life
 (about 2.4% between identical processes on these machines, 7-10% in about one pair in six: NOISE.md), which no
-number of turns averages away, so the process pair is the unit of replication: per pair, the 20% trimmed mean over
-rounds of log(head turn / base turn) of the same round (drift cancels); over pairs, a one-sample t-test of those
-log ratios (``scipy.stats.ttest_1samp``, one-sided each way) and its 95% t interval. Why not Wilcoxon's signed-rank
-test: with n pairs its smallest possible one-sided p-value is 2^-n, so the default six pairs (1/64) could never pass
-a Holm-corrected threshold across four cells (0.0125).
+number of turns averages away, so the process pair is the unit of replication. Per pair (:func:`pair_log_ratios`):
+in each round, log(head / base) of the two turns' fastest blocks; the median over rounds. Interference on a shared
+machine only ever adds time, so a turn's fastest block is the one least touched by it (the argument of Chen &
+Revels, "Robust benchmarking in noisy environments", 2016, behind BenchmarkTools.jl), and the median sets aside
+rounds in which one turn was hit throughout; on the A/A pilot of 2 December this statistic had a between-pair sd
+of 3.4% where the trimmed mean of the turns' median blocks had 4.1%. A slowdown that reaches every block (what a
+regression of the step is) moves the fastest block as much as the median one; one that hits only some blocks of
+a turn (a pause every few hundred steps) is partly set aside: ``xfbench run``'s medians still show it. Over pairs, a
+one-sample t-test of those log ratios (``scipy.stats.ttest_1samp``, one-sided each way) and its 95% t interval.
+Why not Wilcoxon's signed-rank test: with n pairs its smallest possible one-sided p-value is 2^-n, so the default
+six pairs (1/64) could never pass a Holm-corrected threshold across four cells (0.0125).
 
 ``xfbench check`` (:func:`check_estimate`, weaker): two saved results, timed in different runs, possibly hours and
 machines apart; nothing is paired. Per cell, the turns of each result (one value per turn, all processes) are
@@ -37,15 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from xfbench.compare.stats import TRIM, turn_table
 from xfbench.errors import XfbenchError
 
 ALPHA = 0.05
 MIN_EFFECT = 0.05
 CONFIDENCE = 0.95
 VERDICTS = ("regression", "improvement", "no change", "too noisy to decide", "not compared")
-AB_METHOD = ("per process pair: 20% trimmed mean over rounds of log(head/base) of the same round; over pairs: "
-             "one-sample t-test (one-sided) and 95% t interval; Holm across cells")
+AB_METHOD = ("per process pair: median over rounds of log(head/base) of the fastest blocks of the same round's "
+             "turns; over pairs: one-sample t-test (one-sided) and 95% t interval; Holm across cells")
 CHECK_METHOD = ("unpaired turns of two runs: Mann-Whitney U (one-sided), bootstrap interval of the ratio of medians; "
                 "Holm across cells; weaker evidence than xfbench ab (drift and process offsets not cancelled)")
 
@@ -100,21 +105,31 @@ def check_settings(min_effect: float, alpha: float = ALPHA) -> None:
             raise XfbenchError(f"--{name} must be {span} (e.g. {example}), got {value!r}")
 
 
-def _trimmed(values: Sequence[float]) -> float:
-    from scipy import stats
-
-    return float(stats.trim_mean(np.asarray(values, dtype=np.float64), TRIM))
-
-
 def pair_log_ratios(base: Any, head: Any) -> list[float]:
-    """Per process pair (process p of the base cell and of the head cell, alive together): the trimmed mean over
-    rounds of log(head turn / base turn) of the same round."""
-    base_turns, head_turns = turn_table(base), turn_table(head)
+    """Per process pair (process p of the base cell and of the head cell, alive together): the median over rounds
+    of log(head / base) of the fastest blocks of the two turns of the same round.
+
+    Example (one pair, three rounds; the head's second turn was hit by a load spike in every block but its last):
+        >>> from types import SimpleNamespace as T
+        >>> def cell(*turns): return T(timing=T(turns=[T(process=0, round=r, block_ms=b) for r, b in enumerate(turns)]))
+        >>> base = cell([1.0, 1.1], [1.0, 1.2], [1.02, 1.0])
+        >>> head = cell([1.1, 1.2], [1.6, 1.1], [1.1, 1.3])
+        >>> [round(math.exp(value), 3) for value in pair_log_ratios(base, head)]
+        [1.1]
+    """
+    fastest: list[dict[int, dict[int, float]]] = []
+    for cell in (base, head):
+        table: dict[int, dict[int, float]] = {}
+        for turn in cell.timing.turns:
+            table.setdefault(turn.process, {})[turn.round] = min(turn.block_ms)
+        fastest.append(table)
+    base_turns, head_turns = fastest
     values = []
     for process in sorted(set(base_turns) & set(head_turns)):
         rounds = sorted(set(base_turns[process]) & set(head_turns[process]))
         if rounds:
-            values.append(_trimmed([math.log(head_turns[process][r] / base_turns[process][r]) for r in rounds]))
+            values.append(float(np.median([math.log(head_turns[process][r] / base_turns[process][r])
+                                           for r in rounds])))
     return values
 
 
