@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from xfbench.compare.stats import turn_table
 from xfbench.errors import XfbenchError
 
 ALPHA = 0.05
@@ -117,13 +118,7 @@ def pair_log_ratios(base: Any, head: Any) -> list[float]:
         >>> [round(math.exp(value), 3) for value in pair_log_ratios(base, head)]
         [1.1]
     """
-    fastest: list[dict[int, dict[int, float]]] = []
-    for cell in (base, head):
-        table: dict[int, dict[int, float]] = {}
-        for turn in cell.timing.turns:
-            table.setdefault(turn.process, {})[turn.round] = min(turn.block_ms)
-        fastest.append(table)
-    base_turns, head_turns = fastest
+    base_turns, head_turns = (turn_table(cell, lambda turn: min(turn.block_ms)) for cell in (base, head))
     values = []
     for process in sorted(set(base_turns) & set(head_turns)):
         rounds = sorted(set(base_turns[process]) & set(head_turns[process]))

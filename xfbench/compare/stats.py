@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from xfbench.compare.result import Cell, Comparison, Ratio
+    from collections.abc import Callable
+
+    from xfbench.compare.result import Cell, Comparison, Ratio, Turn
 
 CONFIDENCE = 0.95
 TRIM = 0.2
@@ -34,11 +36,11 @@ METHOD = ("paired turns of the same round; per process pair a 20% trimmed mean o
 TurnTable = dict[int, dict[int, float]]  # process -> round -> turn value (ms per step)
 
 
-def turn_table(cell: Cell) -> TurnTable:
-    """A cell's turn values by process and round."""
+def turn_table(cell: Cell, value: Callable[[Turn], float] | None = None) -> TurnTable:
+    """A cell's turn values by process and round (``value``: what of a turn to keep; its ``value_ms`` by default)."""
     table: TurnTable = {}
     for turn in cell.timing.turns:
-        table.setdefault(turn.process, {})[turn.round] = turn.value_ms
+        table.setdefault(turn.process, {})[turn.round] = turn.value_ms if value is None else value(turn)
     return table
 
 
