@@ -118,8 +118,19 @@ class TimingFaultTrainer(ReferenceTrainer):
         return super().train_step(batch)
 
 
+def _in_priming() -> bool:
+    """Whether the caller builds for a timing-only process (``compare.cell.prime_cell``), not for training."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "prime_cell" and frame.f_code.co_filename.endswith(os.path.join("compare", "cell.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class CrashingBackend(ReferenceBackend):
-    """Task "crash": the process dies (exit code 3); "hang": build never returns; "raise": build raises; the task
+    """Task "crash": the process dies (exit code 3); "crash-priming": a timing-only process dies while it builds
+    (process 0 trains normally); "hang": build never returns; "raise": build raises; the task
     named by ``XFBENCH_FAKE_HANG_TASK``: build never returns; "crash-timing", "hang-timing", "raise-timing": see
     :class:`TimingFaultTrainer`. Task "hold": build waits while the file ``$XFBENCH_FAKE_HOLD_FILE`` exists (a test
     holds a worker where it wants it, e.g. on a Ray node, whose environment is fixed when the node starts)."""
@@ -128,7 +139,7 @@ class CrashingBackend(ReferenceBackend):
     EXIT_CODE = 3
 
     def build(self, task: Task, device_kind: str, weights: Weights) -> Trainer:
-        if task.name == "crash":
+        if task.name == "crash" or (task.name == "crash-priming" and _in_priming()):
             os._exit(self.EXIT_CODE)
         if task.name == "hang" or task.name == os.environ.get("XFBENCH_FAKE_HANG_TASK"):
             while True:

@@ -90,6 +90,21 @@ def test_a_cell_dying_in_the_rounds_keeps_every_other_cell(fakes, tmp_path, task
     assert saved.to_dict()["cells"] == result.to_dict()["cells"] and not os.path.exists(partial_path(path))
 
 
+def test_a_timing_only_process_dying_while_priming_costs_only_its_cell(fakes):
+    """The timing-only processes prime together: one that dies fails its own cell (keeping what process 0 trained),
+    its peer primes and is timed, and the next task gets a fresh worker in its place."""
+    result, progress = run([small("crash-priming"), small("ok-b")], ["fake-crash", "fake-ref"])
+    check_result_schema(result.to_dict())
+    broken = result.cell("crash-priming", "fake-crash")
+    assert broken.status == "error" and broken.error.startswith("worker exited with code 3"), broken.error
+    assert broken.metrics["r2"] > 0.95 and not broken.timing.turns
+    survivor = result.cell("crash-priming", "fake-ref")
+    assert survivor.ok and len(survivor.timing.turns) == 4 * 2
+    assert [process.trained_epochs for process in survivor.timing.processes] == [3, 1]
+    assert result.cell("ok-b", "fake-crash").ok and result.cell("ok-b", "fake-ref").ok
+    assert "crash-priming on cpu: priming 2 more processes together" in progress, progress
+
+
 def test_a_worker_hanging_in_the_rounds_times_out(fakes):
     started = time.monotonic()
     result, _ = run([small("hang-timing")], ["fake-crash", "fake-ref"], timeout=4)

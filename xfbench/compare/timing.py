@@ -34,8 +34,8 @@ from xfbench.backends.base import Trainer
 
 SCHEDULES = ("interleaved", "sequential")
 ORDERS = ("rotate", "shuffle")
-IMPORTS = {"interleaved": "process 0 of each backend alone (its import time is the one reported), then the other "
-                          "processes together, before any of them primes",
+IMPORTS = {"interleaved": "process 0 of each backend imports and trains alone (its times are the ones reported), "
+                          "then the other processes import together and prime together",
            "sequential": "one worker at a time"}
 
 
