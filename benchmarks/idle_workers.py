@@ -2,12 +2,13 @@
 
 In ``xfbench run`` every worker of a task stays alive while the others take their turns, and a turn starts right
 after another worker's turn ended: that worker's thread pools may still spin (OpenMP, Eigen), and its memory stays
-resident. Each turn therefore begins with an untimed block. This script measures, for one target backend, with the
-other backends' workers alive and prepared on the same task:
+resident. Each turn therefore begins with untimed steps (``TimingOptions.untimed_s``). This script measures, for one
+target backend, with the other backends' workers alive and prepared on the same task, with ``xfbench run``'s turn
+protocol:
 
 1. ``after another``: the target's turn starts right after another worker's turn (as in ``xfbench run``);
 2. ``after quiet``: the target's turn starts after ``--gap`` seconds in which no worker ran;
-3. ``no untimed block``: as 1, but the turn skips its untimed block (what the block buys).
+3. ``no untimed start``: as 1, but the turn skips its untimed steps (what they buy).
 
 The three kinds of turn take place in every round, in rotating order, so the machine's drift cancels in the ratios
 1 / 2 and 3 / 2 (median over rounds, with the interquartile range). Then, to see what idle workers cost just by
@@ -68,13 +69,15 @@ class Worker:
         if reply.get("status") != "ok":
             raise SystemExit(f"{backend}: {reply.get('error')}")
         self.block_steps = block_steps_for(reply["seconds_per_step"], TimingOptions.min_block_s)
+        self.untimed_steps = TimingOptions().untimed_steps(reply["seconds_per_step"], self.block_steps)
 
-    def turn(self, untimed_blocks: int = 1) -> float:
+    def turn(self, untimed: bool = True) -> float:
         from xfbench.compare.executor import request
         from xfbench.compare.timing import TimingOptions
 
         reply = request(self.handle, {"op": "turn", "block_steps": self.block_steps, "turn_s": TimingOptions.turn_s,
-                                      "min_blocks": TimingOptions.min_blocks, "untimed_blocks": untimed_blocks},
+                                      "min_blocks": TimingOptions.min_blocks, "untimed_blocks": 0,
+                                      "untimed_steps": self.untimed_steps if untimed else None},
                         "turn", 600, "timing")
         return statistics.median(reply["block_ms"])
 
@@ -111,7 +114,7 @@ def main() -> int:
         target = Worker(executor, args.backend, task, args.threads)
         others = [Worker(executor, name, task, args.threads) for name in others_names]
         print(f"{len(others) + 1} workers prepared [{time.perf_counter() - started:.0f} s]", file=sys.stderr)
-        kinds = ("after another", "after quiet", "no untimed block")
+        kinds = ("after another", "after quiet", "no untimed start")
         values: dict[str, list[float]] = {kind: [] for kind in kinds}
         for round_index in range(args.rounds):
             shift = round_index % len(kinds)
@@ -121,9 +124,9 @@ def main() -> int:
                     values[kind].append(target.turn())
                 else:
                     others[round_index % len(others)].turn()
-                    values[kind].append(target.turn(untimed_blocks=0 if kind == "no untimed block" else 1))
+                    values[kind].append(target.turn(untimed=kind != "no untimed start"))
         busy = [a / b for a, b in zip(values["after another"], values["after quiet"], strict=True)]
-        bare = [a / b for a, b in zip(values["no untimed block"], values["after quiet"], strict=True)]
+        bare = [a / b for a, b in zip(values["no untimed start"], values["after quiet"], strict=True)]
         alive_ratios = []
         for cycle in range(args.cycles):
             alive = quiet_turns(target, args.turns, args.gap)
@@ -138,7 +141,7 @@ def main() -> int:
     print(f"{args.backend} on {args.task}, {args.threads} threads, {cpu_name()}; other workers: "
           f"{', '.join(others_names)}; median per-step ms of quiet turns {statistics.median(values['after quiet']):.3g}")
     print(f"after another worker's turn / after {args.gap:g} s quiet: {quartiles(busy)}")
-    print(f"same, without the untimed block:        {quartiles(bare)}")
+    print(f"same, without the untimed start:        {quartiles(bare)}")
     print(f"other workers alive / exited (quiet turns, {args.cycles} cycles of {args.turns} turns each): "
           f"{' '.join(f'{ratio:.3f}' for ratio in alive_ratios)}")
     print(f"idle workers: after another / after quiet {statistics.median(busy):.2f}, "

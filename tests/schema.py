@@ -31,10 +31,10 @@ NODE = {"id", "hostname", "address", "cpu", "cores", "usable_cores", "gpus", "me
 EPOCH_POINT = {"epoch", "train_s", "train_loss", "test"}
 STATUSES = ("ok", "unsupported", "error")
 PHASES = ("import_s", "build_s", "first_step_s", "train_s", "eval_s")  # seconds, measured in every ok run cell
-STEADY = ("step_ms", "block_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step")
+STEADY = ("step_ms", "block_steps", "untimed_steps", "timed_steps", "samples_per_s", "recompiles", "page_faults_per_step")
 TIMING = {*PHASES, *STEADY, "session", "protocol", "processes", "turns"}
 PROTOCOL = {"sync", "turn", "warmup_s", "min_block_s", "turn_s", "min_blocks", "rounds", "warmup_rounds", "processes",
-            "order", "schedule", "imports"}
+            "order", "schedule", "imports", "untimed_s"}
 PROCESS = {"process", "pid", "import_s", "build_s", "first_step_s", "train_s", "eval_s", "trained_epochs",
            "peak_rss_mb"}
 TURN = {"process", "round", "position", "start_s", "block_ms"}
@@ -129,6 +129,8 @@ def check_timing(timing: dict[str, Any], where: str, steady: bool) -> None:
     _number(step["iqr"], f"{where}.step_ms.iqr", low=0)
     assert 0 < step["min"] <= step["median"], f"{where}.step_ms: min {step['min']} median {step['median']}"
     _number(timing["block_steps"], f"{where}.block_steps", low=1, integer=True)
+    _number(timing["untimed_steps"], f"{where}.untimed_steps", low=1, integer=True)
+    assert timing["untimed_steps"] <= timing["block_steps"], f"{where}: untimed_steps"
     assert timing["timed_steps"] == timing["block_steps"] * step["n"], f"{where}: timed_steps"
     _number(timing["samples_per_s"], f"{where}.samples_per_s", low=0)
     assert timing["samples_per_s"] > 0

@@ -129,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--processes", type=int, help=f"fresh worker processes per backend: each process has a "
                                                       f"speed offset of its own, so several are averaged "
                                                       f"(default: {TimingOptions.processes})")
-    timing.add_argument("--turn-seconds", type=float, help=f"timed seconds per turn, after one untimed block "
-                                                           f"(default: {TimingOptions.turn_s})")
+    timing.add_argument("--turn-seconds", type=float, help=f"timed seconds per turn, after {TimingOptions.untimed_s:g} s "
+                                                           f"of untimed steps; at least {TimingOptions.min_blocks} "
+                                                           f"block of >= {TimingOptions.min_block_s:g} s (default: "
+                                                           f"{TimingOptions.turn_s})")
     timing.add_argument("--order", help="order of the workers within a round: rotate (shifted by one every round) "
                                         "or shuffle (default: rotate)")
     timing.add_argument("--sequential", action="store_true", help="time one backend after another instead of "

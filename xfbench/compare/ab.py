@@ -43,7 +43,8 @@ AB_SCHEMA_VERSION = 1
 DEFAULT_PAIRS = 6  # even: each arm starts first, and times first, in half of the pairs
 # Turns of one cell's two workers are 10 to 35% apart on this shared machine (2 cores, measured Dec 2026), so a
 # pair needs many rounds for its ratio to settle; 30 rounds of 0.1 s keep one task x four backends within minutes.
-DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1, imports="each pair's base and head workers together")
+DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1, min_blocks=2, untimed_s=None,
+                               imports="each pair's base and head workers together")
 ARMS = ("base", "head")
 PROBE = ("import json, platform, sys\n"
          "import xfbench\n"
@@ -215,6 +216,7 @@ class AbRunner(Runner):
             estimates = sorted(state.prepared[pair]["seconds_per_step"] for state in (base, head))
             block = block_steps_for(estimates[0] + (estimates[1] - estimates[0]) / 2, self.options.min_block_s)
             base.block_steps = head.block_steps = block
+            base.untimed_steps = head.untimed_steps = self.options.untimed_steps(estimates[0], block)
         participants = {slot.arm.name: self._participant(slot, states[slot.arm.name])  # type: ignore[union-attr]
                         for slot in slots}
 

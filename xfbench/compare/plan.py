@@ -174,6 +174,8 @@ def check_timing(options: TimingOptions) -> TimingOptions:
     _positive("turn-seconds", options.turn_s, float)
     _positive("", options.min_blocks, label="TimingOptions.min_blocks")
     _positive("", options.min_block_s, float, label="TimingOptions.min_block_s")
+    if options.untimed_s is not None:
+        _positive("", options.untimed_s, float, label="TimingOptions.untimed_s (or None: one untimed block)")
     if isinstance(options.warmup_rounds, bool) or not isinstance(options.warmup_rounds, int) or options.warmup_rounds < 0:
         raise XfbenchError(f"TimingOptions.warmup_rounds must be an integer >= 0, got {options.warmup_rounds!r}")
     warmup = options.warmup_s

@@ -74,7 +74,7 @@ class StepStats:
 
 @dataclass
 class Turn:
-    """One timing turn of one worker process: an untimed block, then ``block_ms`` (ms per step of each synced
+    """One timing turn of one worker process: untimed steps, then ``block_ms`` (ms per step of each synced
     block of ``block_steps`` steps). ``round`` and ``position`` place it in the schedule (position 0 ran first in its
     round); ``start_s`` is seconds since the task's timing session began, for plots of drift."""
 
@@ -120,6 +120,7 @@ class Timing:
     step_ms: StepStats | None = None
     samples_per_s: float | None = None
     block_steps: int | None = None
+    untimed_steps: int | None = None
     timed_steps: int | None = None
     recompiles: int | None = None
     page_faults_per_step: float | None = None
@@ -561,7 +562,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 
 NUMERIC_TIMING = ("import_s", "build_s", "first_step_s", "train_s", "eval_s", "samples_per_s", "block_steps",
-                  "timed_steps", "recompiles", "page_faults_per_step")
+                  "untimed_steps", "timed_steps", "recompiles", "page_faults_per_step")
 
 
 def _expect(ok: bool, where: str, what: str, value: Any) -> None:

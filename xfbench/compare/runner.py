@@ -76,6 +76,7 @@ class CellState:
     turns: list[Turn] = field(default_factory=list)
     turn_replies: list[dict[str, Any]] = field(default_factory=list)
     block_steps: int | None = None
+    untimed_steps: int | None = None
     session: str | None = None
 
     def fail(self, status: str, error: str) -> None:
@@ -221,7 +222,8 @@ class Runner:
                 raise TurnError(state.error or "failed")
             try:
                 reply = self._request(slot, {"op": "turn", "block_steps": state.block_steps,
-                                             "turn_s": self.options.turn_s, "min_blocks": self.options.min_blocks},
+                                             "untimed_steps": state.untimed_steps, "turn_s": self.options.turn_s,
+                                             "min_blocks": self.options.min_blocks},
                                        "turn", "timing")
             except WorkerError as failure:
                 state.fail("error", f"during timing: {failure}")
@@ -241,7 +243,9 @@ class Runner:
             first = state.prepared.get(0, {}).get("seconds_per_step")  # timed alone (the others primed together)
             estimates = [first] if first else [state.prepared[p]["seconds_per_step"] for p in state.prepared
                                                if state.prepared[p].get("seconds_per_step")]
-            state.block_steps = block_steps_for(statistics.median(estimates), self.options.min_block_s)
+            seconds_per_step = statistics.median(estimates)
+            state.block_steps = block_steps_for(seconds_per_step, self.options.min_block_s)
+            state.untimed_steps = self.options.untimed_steps(seconds_per_step, state.block_steps)
         participants = {(slot.backend, slot.process): self._participant(slot, state) for slot, state in live}
         states = {(slot.backend, slot.process): state for slot, state in live}
 
@@ -380,6 +384,7 @@ def assemble(state: CellState, plan: Plan) -> Cell:
         timing.turns = state.turns
         timing.step_ms = StepStats.of(timing.blocks())
         timing.block_steps = state.block_steps
+        timing.untimed_steps = state.untimed_steps
         timing.timed_steps = sum(reply["steps"] for reply in state.turn_replies)
         timing.samples_per_s = state.task.batch_size / (timing.step_ms.median / 1e3)
         faults = [reply.get("page_faults") for reply in state.turn_replies]

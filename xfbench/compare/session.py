@@ -58,7 +58,9 @@ def plan_from_result(previous: Result, output: str, timeout: float | None = None
             tasks.append(task)
         timing = config.get("timing") or {}
         known = TimingOptions.__dataclass_fields__
-        options = TimingOptions(**{key: value for key, value in timing.items() if key in known})
+        saved = {key: value for key, value in timing.items() if key in known}
+        saved.setdefault("untimed_s", None)  # saved before untimed_s existed: one untimed block per turn
+        options = TimingOptions(**saved)
         return make_plan(tasks, config["backends"], config["devices"], config["threads"],
                          timeout=timeout or config["timeout_s"], seeds=config["seeds"], timing=options,
                          malloc=(config.get("malloc") or {}).get("policy", "steady").replace("user", "steady"),

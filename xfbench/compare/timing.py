@@ -5,10 +5,10 @@ Protocol (recorded in every result cell under ``timing.protocol``):
 - warm-up steps run for ``warmup_s`` and are not recorded; they also estimate the time per step, from which the
   scheduler fixes ``block_steps`` per task and backend (the same in every process of that backend) so a block
   lasts at least ``min_block_s``;
-- steady state is timed in **turns**: one untimed block (thread pools and caches were just used by another
-  process), then synced blocks of ``block_steps`` steps, one device sync at the end of each block and no host
-  copies inside it, until ``turn_s`` seconds and ``min_blocks`` blocks; the per-step time of a block is its time /
-  ``block_steps``;
+- steady state is timed in **turns**: untimed steps first (thread pools and caches were just used by another
+  process: ``untimed_s`` seconds' worth, or one block when None), then synced blocks of ``block_steps`` steps, one
+  device sync at the end of each block and no host copies inside it, until ``turn_s`` seconds and ``min_blocks``
+  blocks; the per-step time of a block is its time / ``block_steps``;
 - the scheduler (``compare.schedule``) gives every live worker of a task one turn per round, for ``warmup_rounds``
   unrecorded rounds and then ``rounds`` rounds, in an order that rotates (or is shuffled) from round to round, with
   ``processes`` fresh worker processes per backend; ``schedule="sequential"`` instead times each backend's turns
@@ -41,24 +41,31 @@ IMPORTS = {"interleaved": "process 0 of each backend imports and trains alone (i
 
 @dataclass(frozen=True)
 class TimingOptions:
-    """How long and how finely to time the steady state. ``quick()`` is for tests."""
+    """How long and how finely to time the steady state. ``quick()`` is for tests.
+
+    The defaults (``xfbench run``'s) are many short turns: a 10 ms untimed start and one timed block of >= 30 ms,
+    in 20 rounds. On this project's 2-core machine the noise of a turn is mostly the turn's own (its blocks agree
+    with each other more than with the next turn's, 50 ms later), so a turn's first block alone estimated the
+    between-backend ratios nearly as well as its three blocks (between-run sd 6.8% vs 6.3%, five runs of mlp and
+    cnn28), at a third of the time: shorter turns and more rounds buy more precision per second."""
 
     warmup_s: float = 0.3
     min_block_s: float = 0.03
-    turn_s: float = 0.08
-    min_blocks: int = 2
-    rounds: int = 10
+    turn_s: float = 0.03
+    min_blocks: int = 1
+    rounds: int = 20
     warmup_rounds: int = 1
     processes: int = 2
     order: str = "rotate"
     schedule: str = "interleaved"
     imports: str | None = None  # how the workers' imports overlapped, in words; None: what the schedule does
+    untimed_s: float | None = 0.01  # untimed seconds at the start of each turn; None: one block of block_steps
 
     @classmethod
     def quick(cls, **changes: Any) -> TimingOptions:
         """Short turns and few rounds, for tests: numbers, not good measurements."""
         values = {"warmup_s": 0.02, "min_block_s": 0.005, "turn_s": 0.01, "min_blocks": 2, "rounds": 3,
-                  "warmup_rounds": 0, "processes": 1, **changes}
+                  "warmup_rounds": 0, "processes": 1, "untimed_s": 0.002, **changes}
         return cls(**values)
 
     def changed(self, **values: Any) -> TimingOptions:
@@ -73,8 +80,20 @@ class TimingOptions:
     def describe(self) -> dict[str, Any]:
         """The measurement settings, recorded in each cell."""
         imports = self.imports or IMPORTS[self.schedule if self.processes > 1 else "sequential"]
-        return {"sync": "one device sync per block", "turn": "one untimed block, then timed blocks",
+        untimed = "one untimed block" if self.untimed_s is None else f"{self.untimed_s:g} s of untimed steps"
+        return {"sync": "one device sync per block", "turn": f"{untimed}, then timed blocks",
                 **asdict(self), "imports": imports}
+
+    def untimed_steps(self, seconds_per_step: float, block_steps: int) -> int:
+        """Untimed steps at the start of each turn: ``untimed_s`` seconds' worth (at least one), or one block.
+
+        Example:
+            >>> TimingOptions(untimed_s=0.01).untimed_steps(0.001, 30), TimingOptions(untimed_s=None).untimed_steps(0.001, 30)
+            (10, 30)
+        """
+        if self.untimed_s is None:
+            return block_steps
+        return min(block_steps, block_steps_for(seconds_per_step, self.untimed_s))
 
 
 def time_first_step(trainer: Trainer) -> tuple[float, Any]:
@@ -162,15 +181,20 @@ class StepTimer:
             busy_until(start + (time.perf_counter() - start) * (1 + self.slowdown))
         return (time.perf_counter() - start) * 1e3 / block_steps
 
-    def turn(self, block_steps: int, turn_s: float, min_blocks: int, untimed_blocks: int = 1) -> dict[str, Any]:
-        """One turn: an untimed block, then timed blocks until ``turn_s`` seconds and ``min_blocks`` blocks.
-        (``untimed_blocks=0`` drops the untimed block: benchmarks/idle_workers.py measures what it buys.)
+    def turn(self, block_steps: int, turn_s: float, min_blocks: int, untimed_blocks: int = 1,
+             untimed_steps: int | None = None) -> dict[str, Any]:
+        """One turn: untimed steps (``untimed_steps``, or ``untimed_blocks`` blocks when None), then timed blocks until
+        ``turn_s`` seconds and ``min_blocks`` blocks. (``untimed_blocks=0`` drops the untimed start:
+        benchmarks/idle_workers.py measures what it buys.)
 
         Returns ``block_ms`` (ms per step of each timed block), ``steps`` (timed steps), ``page_faults`` during the
         timed blocks (None where not counted) and ``compiles`` (the trainer's compile counter after the turn).
         """
-        for _ in range(untimed_blocks):
-            self.run(block_steps)
+        if untimed_steps is not None:
+            self.run(untimed_steps)
+        else:
+            for _ in range(untimed_blocks):
+                self.run(block_steps)
         faults_before = minor_page_faults()
         block_ms: list[float] = []
         start = time.perf_counter()

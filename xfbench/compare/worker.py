@@ -13,8 +13,8 @@ scheduler -> worker                                         worker -> scheduler
 ``prepare``: task (index), process, seeds, measure,         ``prepared``: status, error, device_name,
 parity, warmup_s                                            fingerprint, metrics, seed_metrics, phases,
                                                             parity, seconds_per_step, compiles
-``turn``: block_steps, turn_s, min_blocks, untimed_blocks    ``turn``: block_ms, steps, page_faults, compiles,
-                                                            injected_slowdown
+``turn``: block_steps, turn_s, min_blocks, untimed_blocks,  ``turn``: block_ms, steps, page_faults, compiles,
+untimed_steps                                               injected_slowdown
 ``release``                                                 ``released``: peak_rss_mb, device_peak_mb,
                                                             compiles
 ``exit`` (or end of file)                                   (exits at once, skipping interpreter teardown)
@@ -156,7 +156,8 @@ class Server:
             return {"event": "error", "error": "no prepared task to time"}
         try:
             return {"event": "turn", **self.timer.turn(message["block_steps"], message["turn_s"],
-                                                        message.get("min_blocks", 2), message.get("untimed_blocks", 1))}
+                                                        message.get("min_blocks", 2), message.get("untimed_blocks", 1),
+                                                        message.get("untimed_steps"))}
         except Exception as error:
             traceback.print_exc()
             return {"event": "error", "error": _error(error)}
