@@ -43,15 +43,16 @@ IMPORTS = {"interleaved": "process 0 of each backend imports and trains alone (i
 class TimingOptions:
     """How long and how finely to time the steady state. ``quick()`` is for tests.
 
-    The defaults (``xfbench run``'s) are many short turns: a 10 ms untimed start and one timed block of >= 30 ms,
-    in 20 rounds. On this project's 2-core machine the noise of a turn is mostly the turn's own (its blocks agree
-    with each other more than with the next turn's, 50 ms later), so a turn's first block alone estimated the
-    between-backend ratios nearly as well as its three blocks (between-run sd 6.8% vs 6.3%, five runs of mlp and
-    cnn28), at a third of the time: shorter turns and more rounds buy more precision per second."""
+    The defaults (``xfbench run``'s) are many short turns: a 10 ms untimed start and one timed block of >= 30 ms
+    (``turn_s`` is below a block's length: a second block only when the machine runs three times faster than the
+    warm-up estimate), in 20 rounds. On this project's 2-core machine the noise of a turn is mostly the turn's own
+    (its blocks agree with each other more than with the next turn's, 50 ms later), so a turn's first block alone
+    estimated the between-backend ratios nearly as well as its three blocks (between-run sd 6.8% vs 6.3%, five
+    runs of mlp and cnn28), at a third of the time: shorter turns and more rounds buy more precision per second."""
 
     warmup_s: float = 0.3
     min_block_s: float = 0.03
-    turn_s: float = 0.03
+    turn_s: float = 0.01
     min_blocks: int = 1
     rounds: int = 20
     warmup_rounds: int = 1
