@@ -4,7 +4,11 @@ Runs ``xfbench run`` (the same tasks and flags) ``--runs`` times with the defaul
 ``--runs`` times with ``--sequential`` (one backend after another, the way xfbench timed before), alternating the two
 run by run so both meet the same machine. For every task and pair of backends it takes the step-time ratio each run
 reported (from the result's comparisons: each backend's ratio to the run's reference, divided), and prints its
-spread across the runs: max / min - 1. The last line is ``max spread: X%`` over every task and pair, interleaved.
+spread across the runs: max / min - 1. Then, per mode, whether the 95% intervals a run prints hold across runs: of
+every two runs and every ratio to a run's reference backend, how often the two estimates differ by more than their
+joint interval (sqrt(se1^2 + se2^2) x 1.96, the se read from each interval on the log scale): about 5% if each
+run's interval covered what changes from run to run. The last line is ``max spread: X%`` over every task and pair,
+interleaved.
 
 Usage: python benchmarks/reproducibility.py [--runs 5] [--tasks mlp,cnn28] [--backends ...] [--json PATH]
                                             [-- more xfbench run flags, e.g. -- --rounds 20]
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 MODES = ("interleaved", "sequential")
+Z95 = 1.959964
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,8 +53,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def one_run(args: argparse.Namespace, mode: str, path: str) -> dict[tuple[str, str, str], float]:
-    """One ``xfbench run``; the step-time ratio of every pair of backends of every task, (task, a, b) -> a / b."""
+Ratios = dict[tuple[str, str, str], float]
+Intervals = dict[tuple[str, str, str], tuple[float, float]]
+
+
+def one_run(args: argparse.Namespace, mode: str, path: str) -> tuple[Ratios, Intervals]:
+    """One ``xfbench run``: the step-time ratio of every pair of backends of every task, (task, a, b) -> a / b; and
+    every ratio to the run's reference with its interval, (task, reference, backend) -> (log ratio, its se)."""
     import xfbench
 
     command = [sys.executable, "-m", "xfbench", "run", "--tasks", args.tasks, "--backends", args.backends,
@@ -57,13 +68,34 @@ def one_run(args: argparse.Namespace, mode: str, path: str) -> dict[tuple[str, s
     if done.returncode != 0:
         raise SystemExit(f"xfbench run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     result = xfbench.load(path)
-    ratios = {}
+    ratios, intervals = {}, {}
     for comparison in result.comparisons:
         values = {ratio.backend: ratio.ratio for ratio in comparison.ratios}
         for first, second in itertools.combinations(args.backends.split(","), 2):
             if first in values and second in values:
                 ratios[(comparison.task, first, second)] = values[first] / values[second]
-    return ratios
+        for ratio in comparison.ratios:
+            if ratio.backend != comparison.reference and ratio.low and ratio.high:
+                se = (math.log(ratio.high) - math.log(ratio.low)) / (2 * Z95)
+                intervals[(comparison.task, comparison.reference, ratio.backend)] = (math.log(ratio.ratio), se)
+    return ratios, intervals
+
+
+def beyond_intervals(runs: list[Intervals]) -> tuple[int, int]:
+    """Of every two runs and every ratio both have: how many differ by more than their joint 95% interval, of how many.
+
+    Example:
+        >>> key = ("mlp", "jax", "torch")
+        >>> beyond_intervals([{key: (0.0, 0.01)}, {key: (0.1, 0.01)}, {key: (0.005, 0.01)}])
+        (2, 3)
+    """
+    beyond = total = 0
+    for first, second in itertools.combinations(runs, 2):
+        for key in set(first) & set(second):
+            (x, se_x), (y, se_y) = first[key], second[key]
+            total += 1
+            beyond += abs(x - y) > Z95 * math.hypot(se_x, se_y)
+    return beyond, total
 
 
 def spread(values: list[float]) -> float:
@@ -80,7 +112,8 @@ def main() -> int:
     args = parse_args()
     from tabulate import tabulate
 
-    runs: dict[str, list[dict[tuple[str, str, str], float]]] = {mode: [] for mode in args.modes}
+    runs: dict[str, list[Ratios]] = {mode: [] for mode in args.modes}
+    intervals: dict[str, list[Intervals]] = {mode: [] for mode in args.modes}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xfbench-repro-") as scratch:
         folder = args.keep or scratch
@@ -88,7 +121,9 @@ def main() -> int:
         for index in range(args.runs):
             order = args.modes if index % 2 == 0 else args.modes[::-1]
             for mode in order:
-                runs[mode].append(one_run(args, mode, os.path.join(folder, f"{mode}-{index}.json")))
+                ratios, bounds = one_run(args, mode, os.path.join(folder, f"{mode}-{index}.json"))
+                runs[mode].append(ratios)
+                intervals[mode].append(bounds)
                 print(f"run {index + 1}/{args.runs} {mode} done [{time.perf_counter() - started:.0f} s]",
                       file=sys.stderr, flush=True)
     keys = sorted(set.intersection(*(set(ratios) for mode in args.modes for ratios in runs[mode])),
@@ -108,6 +143,11 @@ def main() -> int:
     print(f"\n{args.runs} runs per mode of xfbench run --tasks {args.tasks} --backends {args.backends} "
           f"{' '.join(args.extra)}".rstrip() + f"; spread = max / min - 1 across runs; total "
           f"{time.perf_counter() - started:.0f} s")
+    for mode in args.modes:
+        beyond, total = beyond_intervals(intervals[mode])
+        if total:
+            print(f"{mode}: {beyond} of {total} ({beyond / total:.0%}) run pairs x ratios differ beyond their joint 95% "
+                  "interval (about 5% if each run's interval covered what changes between runs)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({mode: [{" ".join(key): value for key, value in ratios.items()} for ratios in runs[mode]]
