@@ -47,7 +47,7 @@ class TimingOptions:
     (``turn_s`` is below a block's length: a second block only when the machine runs three times faster than the
     warm-up estimate), in 20 rounds. On this project's 2-core machine the noise of a turn is mostly the turn's own
     (its blocks agree with each other more than with the next turn's, 50 ms later), so a turn's first block alone
-    estimated the between-backend ratios nearly as well as its three blocks (between-run sd 6.8% vs 6.3%, five
+    estimated the between-backend ratios nearly as well as its three blocks (between-run sd 7.1% vs 6.3%, five
     runs of mlp and cnn28), at a third of the time: shorter turns and more rounds buy more precision per second."""
 
     warmup_s: float = 0.3
