@@ -92,14 +92,19 @@ class ReferenceBackend(Backend):
         return ReferenceTrainer(task, weights)
 
 
-def _in_timing_turn() -> bool:
-    """Whether the caller runs inside a timing turn (``StepTimer.turn``), i.e. in the scheduler's rounds."""
-    frame = sys._getframe(1)
+def _called_from(function: str, module: str) -> bool:
+    """Whether ``function`` of xfbench's ``compare/<module>`` is on the caller's stack."""
+    frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_name == "turn" and frame.f_code.co_filename.endswith(os.path.join("compare", "timing.py")):
+        if frame.f_code.co_name == function and frame.f_code.co_filename.endswith(os.path.join("compare", module)):
             return True
         frame = frame.f_back
     return False
+
+
+def _in_timing_turn() -> bool:
+    """Whether the caller runs inside a timing turn (``StepTimer.turn``), i.e. in the scheduler's rounds."""
+    return _called_from("turn", "timing.py")
 
 
 class TimingFaultTrainer(ReferenceTrainer):
@@ -120,12 +125,7 @@ class TimingFaultTrainer(ReferenceTrainer):
 
 def _in_priming() -> bool:
     """Whether the caller builds for a timing-only process (``compare.cell.prime_cell``), not for training."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "prime_cell" and frame.f_code.co_filename.endswith(os.path.join("compare", "cell.py")):
-            return True
-        frame = frame.f_back
-    return False
+    return _called_from("prime_cell", "cell.py")
 
 
 class CrashingBackend(ReferenceBackend):

@@ -166,13 +166,17 @@ class Runner:
         self.progress(f"{state.task.name} on {slot.label}: {what}{suffix}")
         try:
             self._start(slot)
-            reply = self._request(slot, {
-                "op": "prepare", "task": task_index, "process": slot.process, "seeds": self.plan.seeds,
-                "measure": self.plan.measure, "parity": self.plan.parity, "warmup_s": self.options.warmup_s,
-            }, "prepared", "running")
+            reply = self._request(slot, self._prepare_message(slot, task_index), "prepared", "running")
         except WorkerError as failure:
             state.fail("error", str(failure))
             return
+        self._keep_prepared(slot, state, reply)
+
+    def _prepare_message(self, slot: Slot, task_index: int) -> dict[str, Any]:
+        return {"op": "prepare", "task": task_index, "process": slot.process, "seeds": self.plan.seeds,
+                "measure": self.plan.measure, "parity": self.plan.parity, "warmup_s": self.options.warmup_s}
+
+    def _keep_prepared(self, slot: Slot, state: CellState, reply: dict[str, Any]) -> None:
         state.ready[slot.process] = slot.ready
         state.prepared[slot.process] = reply
         if reply.get("status") != "ok":
@@ -188,13 +192,11 @@ class Runner:
             return
         self.progress(f"{pairs[0][1].task.name} on {pairs[0][0].device}: priming {len(pairs)} more processes "
                       "together")
-        message = {"op": "prepare", "task": task_index, "seeds": self.plan.seeds, "measure": self.plan.measure,
-                   "parity": self.plan.parity, "warmup_s": self.options.warmup_s}
         sent = []
         for slot, state in pairs:
             try:
                 self._start(slot)
-                slot.worker.send({**message, "process": slot.process})  # type: ignore[union-attr]
+                slot.worker.send(self._prepare_message(slot, task_index))  # type: ignore[union-attr]
             except ChannelClosedError:
                 assert slot.worker is not None
                 reason = slot.worker.failure()
@@ -207,14 +209,9 @@ class Runner:
             sent.append((slot, state))
         for slot, state in sent:
             try:
-                reply = self._request(slot, None, "prepared", "priming")
+                self._keep_prepared(slot, state, self._request(slot, None, "prepared", "priming"))
             except WorkerError as failure:
                 state.fail("error", str(failure))
-                continue
-            state.ready[slot.process] = slot.ready
-            state.prepared[slot.process] = reply
-            if reply.get("status") != "ok":
-                state.fail(reply.get("status", "error"), reply.get("error") or "the worker gave no reason")
 
     def _participant(self, slot: Slot, state: CellState) -> Callable[[], dict[str, Any]]:
         def turn() -> dict[str, Any]:
