@@ -196,16 +196,13 @@ class Runner:
         for slot, state in pairs:
             try:
                 self._start(slot)
-                slot.worker.send(self._prepare_message(slot, task_index))  # type: ignore[union-attr]
-            except ChannelClosedError:
-                assert slot.worker is not None
-                reason = slot.worker.failure()
-                self._close(slot, graceful=False)
-                state.fail("error", reason)
-                continue
             except WorkerError as failure:
                 state.fail("error", str(failure))
                 continue
+            try:
+                slot.worker.send(self._prepare_message(slot, task_index))  # type: ignore[union-attr]
+            except ChannelClosedError:
+                pass  # the worker is gone: awaiting its answer below describes it, as for any command
             sent.append((slot, state))
         for slot, state in sent:
             try:
