@@ -16,20 +16,27 @@ from __future__ import annotations
 import argparse
 import glob
 import itertools
-import json
 import math
 import os
 import statistics
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the --keep DIR of benchmarks/reproducibility.py")
-    parser.add_argument("--mode", default="interleaved", help="interleaved or sequential (default: %(default)s)")
+    parser.add_argument("--mode", default="interleaved", choices=("interleaved", "sequential"),
+                        help="which kept runs (default: %(default)s)")
     parser.add_argument("--backend", default="jax", help="backend of the per-process medians (default: %(default)s)")
     parser.add_argument("--task", default="mlp", help="task of the per-process medians (default: %(default)s)")
     args = parser.parse_args()
@@ -40,27 +47,28 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def turns_of(path: str) -> dict[tuple[str, str], list[dict]]:
-    with open(path, encoding="utf-8") as handle:
-        result = json.load(handle)
-    return {(cell["task"], cell["backend"]): cell["timing"]["turns"] for cell in result["cells"]
-            if cell["status"] == "ok" and cell["timing"].get("turns")}
+def cells_of(path: str) -> dict[tuple[str, str], Any]:
+    import xfbench
+
+    return {(cell.task, cell.backend): cell for cell in xfbench.load(path).cells if cell.ok and cell.timing.turns}
 
 
-def log_ratio(first: list[dict], second: list[dict], value) -> float:
-    """Per process pair the 20% trimmed mean over rounds of log(first / second), averaged over the pairs."""
-    a = {(turn["process"], turn["round"]): value(turn["block_ms"]) for turn in first}
-    b = {(turn["process"], turn["round"]): value(turn["block_ms"]) for turn in second}
+def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) -> float:
+    """Per process pair the trimmed mean over rounds of log(first / second) (``xfbench run``'s 20%), averaged over
+    the pairs; ``value`` makes a turn's value of its blocks."""
+    from xfbench.compare.stats import TRIM, turn_table
+
+    a, b = (turn_table(cell, lambda turn: value(turn.block_ms)) for cell in (first, second))
     estimates = []
-    for process in sorted({key[0] for key in a} & {key[0] for key in b}):
-        logs = [math.log(a[key] / b[key]) for key in a if key[0] == process and key in b]
-        estimates.append(float(stats.trim_mean(logs, 0.2)))
+    for process in sorted(set(a) & set(b)):
+        logs = [math.log(a[process][r] / b[process][r]) for r in sorted(set(a[process]) & set(b[process]))]
+        estimates.append(float(stats.trim_mean(logs, TRIM)))
     return float(np.mean(estimates))
 
 
 def main() -> int:
     args = parse_args()
-    runs = [turns_of(path) for path in args.files]
+    runs = [cells_of(path) for path in args.files]
     keys = set.intersection(*(set(run) for run in runs))
     tasks = sorted({task for task, _ in keys})
     values = {"every block (median)": statistics.median, "first block only": lambda blocks: blocks[0]}
@@ -76,13 +84,15 @@ def main() -> int:
               f"(rms over {len(sds)} task x pair)")
     key = (args.task, args.backend)
     if key not in keys:
-        print(f"no {args.backend} cells on {args.task} in every run", file=sys.stderr)
+        present = ", ".join(f"{backend} on {task}" for task, backend in sorted(keys))
+        print(f"kept_runs.py: no {args.backend} cell on {args.task} in every run; choose from: {present}",
+              file=sys.stderr)
         return 1
     print(f"{args.backend} on {args.task}, median ms per step of each process's turns, per run:")
     for path, run in zip(args.files, runs, strict=True):
-        processes = sorted({turn["process"] for turn in run[key]})
-        medians = [statistics.median(statistics.median(turn["block_ms"]) for turn in run[key]
-                                     if turn["process"] == process) for process in processes]
+        from xfbench.compare.stats import turn_table
+
+        medians = [statistics.median(rounds.values()) for _, rounds in sorted(turn_table(run[key]).items())]
         print(f"  {os.path.basename(path)}: " + " ".join(f"{value:.4g}" for value in medians))
     return 0
 
