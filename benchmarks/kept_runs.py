@@ -5,7 +5,9 @@
    averaged) once with each turn's median block and once with its first block only; printed: the root mean square
    over pairs of the between-run standard deviation of the log ratio. When the two are close, a turn's further
    blocks add little: the noise is the turn's own, and shorter turns in more rounds buy more precision per second.
-2. **Per-process medians.** For one backend and task (``--backend``, ``--task``), each run's per-process median
+2. **Intervals across runs.** As ``reproducibility.py`` prints at its end: of every two runs and every ratio to a
+   run's reference, how many differ by more than their joint 95% interval (about 5% if the intervals held).
+3. **Per-process medians.** For one backend and task (``--backend``, ``--task``), each run's per-process median
    step time: whether a backend's speed moved with its processes or with the whole run.
 
 Usage: python benchmarks/kept_runs.py DIR [--mode interleaved] [--backend jax] [--task mlp]
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,10 +49,15 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def cells_of(path: str) -> dict[tuple[str, str], Any]:
+def load(path: str) -> tuple[dict[tuple[str, str], Any], Any]:
+    """A kept run's measured cells by (task, backend), and the run's intervals (``reproducibility.intervals_of``)."""
+    from reproducibility import intervals_of
+
     import xfbench
 
-    return {(cell.task, cell.backend): cell for cell in xfbench.load(path).cells if cell.ok and cell.timing.turns}
+    result = xfbench.load(path)
+    cells = {(cell.task, cell.backend): cell for cell in result.cells if cell.ok and cell.timing.turns}
+    return cells, intervals_of(result)
 
 
 def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) -> float:
@@ -68,7 +75,10 @@ def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) ->
 
 def main() -> int:
     args = parse_args()
-    runs = [cells_of(path) for path in args.files]
+    from reproducibility import beyond_intervals
+
+    loaded = [load(path) for path in args.files]
+    runs = [cells for cells, _ in loaded]
     keys = set.intersection(*(set(run) for run in runs))
     tasks = sorted({task for task, _ in keys})
     values = {"every block (median)": statistics.median, "first block only": lambda blocks: blocks[0]}
@@ -82,6 +92,9 @@ def main() -> int:
                 sds.append(float(np.std(ratios, ddof=1)))
         print(f"between-run sd of the log ratios, {label}: {100 * math.sqrt(np.mean(np.square(sds))):.2f}% "
               f"(rms over {len(sds)} task x pair)")
+    beyond, total = beyond_intervals([intervals for _, intervals in loaded])
+    if total:
+        print(f"{beyond} of {total} ({beyond / total:.0%}) run pairs x ratios differ beyond their joint 95% interval")
     key = (args.task, args.backend)
     if key not in keys:
         present = ", ".join(f"{backend} on {task}" for task, backend in sorted(keys))

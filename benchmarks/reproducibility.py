@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -68,17 +69,24 @@ def one_run(args: argparse.Namespace, mode: str, path: str) -> tuple[Ratios, Int
     if done.returncode != 0:
         raise SystemExit(f"xfbench run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     result = xfbench.load(path)
-    ratios, intervals = {}, {}
+    ratios = {}
     for comparison in result.comparisons:
         values = {ratio.backend: ratio.ratio for ratio in comparison.ratios}
         for first, second in itertools.combinations(args.backends.split(","), 2):
             if first in values and second in values:
                 ratios[(comparison.task, first, second)] = values[first] / values[second]
+    return ratios, intervals_of(result)
+
+
+def intervals_of(result: Any) -> Intervals:  # result: an xfbench.Result
+    """Every ratio to the run's reference that has an interval: (task, reference, backend) -> (log ratio, its se)."""
+    intervals = {}
+    for comparison in result.comparisons:
         for ratio in comparison.ratios:
             if ratio.backend != comparison.reference and ratio.low and ratio.high:
                 se = (math.log(ratio.high) - math.log(ratio.low)) / (2 * Z95)
                 intervals[(comparison.task, comparison.reference, ratio.backend)] = (math.log(ratio.ratio), se)
-    return ratios, intervals
+    return intervals
 
 
 def beyond_intervals(runs: list[Intervals]) -> tuple[int, int]:
