@@ -7,7 +7,14 @@
    blocks add little: the noise is the turn's own, and shorter turns in more rounds buy more precision per second.
 2. **Intervals across runs.** As ``reproducibility.py`` prints at its end: of every two runs and every ratio to a
    run's reference, how many differ by more than their joint 95% interval (about 5% if the intervals held).
-3. **Per-process medians.** For one backend and task (``--backend``, ``--task``), each run's per-process median
+3. **Between runs vs within a run.** For every ratio to a run's reference present in every run: the between-run sd
+   of its log, the root mean square of the runs' own standard errors (from their 95% intervals), and the excess
+   sd, sqrt(between^2 - within^2): what changes from run to run that no run's interval sees.
+4. **Load elasticity.** Per task, each run's *state*: the mean over backends of the log median step time, centred
+   over runs (how much slower the whole machine ran in that run). Per backend, the slope of its own centred log
+   step time on the state (``scipy.stats.linregress``). Equal slopes would leave the ratios unchanged when the
+   machine slows; unequal ones move a ratio by (slope difference x state change) however well each run is timed.
+5. **Per-process medians.** For one backend and task (``--backend``, ``--task``), each run's per-process median
    step time: whether a backend's speed moved with its processes or with the whole run.
 
 Usage: python benchmarks/kept_runs.py DIR [--mode interleaved] [--backend jax] [--task mlp]
@@ -73,6 +80,68 @@ def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) ->
     return float(np.mean(estimates))
 
 
+def between_and_within(runs: list[Any]) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+    """Section 3. ``runs``: each run's ``reproducibility.intervals_of``. Per ratio that every run has: its between-run
+    sd of the log, the rms of the runs' own standard errors, and the excess sd.
+
+    Example:
+        >>> key = ("mlp", "jax", "torch")
+        >>> [round(v, 3) for v in between_and_within([{key: (0.0, 0.01)}, {key: (0.1, 0.01)}])[key]]
+        [0.071, 0.01, 0.07]
+    """
+    rows = {}
+    for key in sorted(set.intersection(*(set(run) for run in runs))):
+        between = float(np.std([run[key][0] for run in runs], ddof=1))
+        within = math.sqrt(float(np.mean([run[key][1] ** 2 for run in runs])))
+        rows[key] = (between, within, math.sqrt(max(0.0, between**2 - within**2)))
+    return rows
+
+
+def slopes_on_state(levels: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Section 4. ``levels``: log step times, one row per run, one column per backend. Returns each run's state (the
+    row means of the levels centred over runs) and each backend's least-squares slope on it.
+
+    Example:
+        >>> state = np.array([-0.1, 0.0, 0.1])
+        >>> _, slopes = slopes_on_state(np.column_stack([0.5 * state + 1.0, 1.5 * state - 2.0]))
+        >>> [round(slope, 2) for slope in slopes]
+        [0.5, 1.5]
+    """
+    centred = levels - levels.mean(axis=0)
+    state = centred.mean(axis=1)
+    if np.ptp(state) == 0:
+        return state, [math.nan] * levels.shape[1]
+    return state, [float(stats.linregress(state, column).slope) for column in centred.T]
+
+
+def print_load_elasticity(runs: list[dict[tuple[str, str], Any]], keys: set[tuple[str, str]]) -> None:
+    from xfbench.compare.stats import turn_table
+
+    for task in sorted({task for task, _ in keys}):
+        names = sorted(backend for other, backend in keys if other == task)
+        levels = np.array([[math.log(statistics.median(value for rounds in turn_table(run[(task, name)]).values()
+                                                       for value in rounds.values())) for name in names]
+                           for run in runs])
+        state, slopes = slopes_on_state(levels)
+        print(f"{task}: machine state per run (mean log step time over backends, centred): "
+              + " ".join(f"{100 * value:+.0f}%" for value in state))
+        for column, (name, slope) in enumerate(zip(names, slopes, strict=True)):
+            centred = levels[:, column] - levels[:, column].mean()
+            print(f"  {name:9s} per run " + " ".join(f"{100 * value:+4.0f}%" for value in centred)
+                  + f"   slope on the state {slope:.2f}")
+
+
+def print_between_and_within(runs: list[Any]) -> None:
+    rows = between_and_within(runs)
+    if not rows:
+        return
+    print("ratio to the reference      between-run sd  within-run se  excess sd")
+    for (task, reference, backend), row in rows.items():
+        print(f"  {task:6s} {backend + ' / ' + reference:19s} " + "  ".join(f"{100 * v:12.2f}%" for v in row))
+    print("  rms over ratios            " + "  ".join(f"{100 * math.sqrt(np.mean(np.square(column))):12.2f}%"
+                                             for column in zip(*rows.values(), strict=True)))
+
+
 def main() -> int:
     args = parse_args()
     from reproducibility import beyond_intervals
@@ -95,6 +164,8 @@ def main() -> int:
     beyond, total = beyond_intervals([intervals for _, intervals in loaded])
     if total:
         print(f"{beyond} of {total} ({beyond / total:.0%}) run pairs x ratios differ beyond their joint 95% interval")
+    print_between_and_within([intervals for _, intervals in loaded])
+    print_load_elasticity(runs, keys)
     key = (args.task, args.backend)
     if key not in keys:
         present = ", ".join(f"{backend} on {task}" for task, backend in sorted(keys))

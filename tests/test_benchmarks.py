@@ -80,3 +80,33 @@ def test_process_noise_bad_input():
     done = python(str(BENCH / "process_noise.py"), "--turns", "0")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--pairs must be at least 0 and --turns at least 1, got 3 and 0")
+
+
+def test_kept_runs_statistics():
+    """benchmarks/kept_runs.py's decomposition: the excess sd is what the runs' own errors leave unexplained, and the
+    slope on the machine's state recovers each backend's known elasticity."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import kept_runs
+    finally:
+        sys.path.remove(str(BENCH))
+    key, other = ("mlp", "jax", "torch"), ("cnn28", "jax", "torch")
+    runs = [{key: (0.00, 0.03), other: (0.0, 0.01)}, {key: (0.04, 0.03), other: (0.2, 0.01)}, {key: (0.02, 0.03)}]
+    rows = kept_runs.between_and_within(runs)
+    assert list(rows) == [key]  # only the ratios every run has
+    between, within, excess = rows[key]
+    assert (between, within, excess) == pytest.approx((0.02, 0.03, 0.0))  # explained by the runs' own errors
+    state = np.array([-0.2, -0.05, 0.1, 0.15])
+    levels = np.column_stack([0.5 * state + 3.0, 1.0 * state - 1.0, 1.5 * state])
+    found, slopes = kept_runs.slopes_on_state(levels)
+    np.testing.assert_allclose(found, state - state.mean())
+    np.testing.assert_allclose(slopes, [0.5, 1.0, 1.5])
+    assert all(np.isnan(kept_runs.slopes_on_state(np.ones((3, 2)))[1]))
+
+
+def test_kept_runs_bad_input(tmp_path):
+    done = python(str(BENCH / "kept_runs.py"), str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(f"need at least 2 kept interleaved runs in {str(tmp_path)!r}, found 0")
