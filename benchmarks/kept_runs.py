@@ -80,6 +80,11 @@ def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) ->
     return float(np.mean(estimates))
 
 
+def rms(values: Any) -> float:
+    """Root mean square."""
+    return math.sqrt(float(np.mean(np.square(values))))
+
+
 def between_and_within(runs: list[Any]) -> dict[tuple[str, str, str], tuple[float, float, float]]:
     """Section 3. ``runs``: each run's ``reproducibility.intervals_of``. Per ratio that every run has: its between-run
     sd of the log, the rms of the runs' own standard errors, and the excess sd.
@@ -92,26 +97,26 @@ def between_and_within(runs: list[Any]) -> dict[tuple[str, str, str], tuple[floa
     rows = {}
     for key in sorted(set.intersection(*(set(run) for run in runs))):
         between = float(np.std([run[key][0] for run in runs], ddof=1))
-        within = math.sqrt(float(np.mean([run[key][1] ** 2 for run in runs])))
+        within = rms([run[key][1] for run in runs])
         rows[key] = (between, within, math.sqrt(max(0.0, between**2 - within**2)))
     return rows
 
 
-def slopes_on_state(levels: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Section 4. ``levels``: log step times, one row per run, one column per backend. Returns each run's state (the
-    row means of the levels centred over runs) and each backend's least-squares slope on it.
+def slopes_on_state(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Section 4. ``levels``: log step times, one row per run, one column per backend. Returns the levels centred over
+    runs, each run's state (their row means) and each backend's least-squares slope on it.
 
     Example:
         >>> state = np.array([-0.1, 0.0, 0.1])
-        >>> _, slopes = slopes_on_state(np.column_stack([0.5 * state + 1.0, 1.5 * state - 2.0]))
+        >>> _, _, slopes = slopes_on_state(np.column_stack([0.5 * state + 1.0, 1.5 * state - 2.0]))
         >>> [round(slope, 2) for slope in slopes]
         [0.5, 1.5]
     """
     centred = levels - levels.mean(axis=0)
     state = centred.mean(axis=1)
     if np.ptp(state) == 0:
-        return state, [math.nan] * levels.shape[1]
-    return state, [float(stats.linregress(state, column).slope) for column in centred.T]
+        return centred, state, [math.nan] * levels.shape[1]
+    return centred, state, [float(stats.linregress(state, column).slope) for column in centred.T]
 
 
 def print_load_elasticity(runs: list[dict[tuple[str, str], Any]], keys: set[tuple[str, str]]) -> None:
@@ -122,12 +127,11 @@ def print_load_elasticity(runs: list[dict[tuple[str, str], Any]], keys: set[tupl
         levels = np.array([[math.log(statistics.median(value for rounds in turn_table(run[(task, name)]).values()
                                                        for value in rounds.values())) for name in names]
                            for run in runs])
-        state, slopes = slopes_on_state(levels)
+        centred, state, slopes = slopes_on_state(levels)
         print(f"{task}: machine state per run (mean log step time over backends, centred): "
               + " ".join(f"{100 * value:+.0f}%" for value in state))
         for column, (name, slope) in enumerate(zip(names, slopes, strict=True)):
-            centred = levels[:, column] - levels[:, column].mean()
-            print(f"  {name:9s} per run " + " ".join(f"{100 * value:+4.0f}%" for value in centred)
+            print(f"  {name:9s} per run " + " ".join(f"{100 * value:+4.0f}%" for value in centred[:, column])
                   + f"   slope on the state {slope:.2f}")
 
 
@@ -138,7 +142,7 @@ def print_between_and_within(runs: list[Any]) -> None:
     print("ratio to the reference      between-run sd  within-run se  excess sd")
     for (task, reference, backend), row in rows.items():
         print(f"  {task:6s} {backend + ' / ' + reference:19s} " + "  ".join(f"{100 * v:12.2f}%" for v in row))
-    print("  rms over ratios            " + "  ".join(f"{100 * math.sqrt(np.mean(np.square(column))):12.2f}%"
+    print("  rms over ratios            " + "  ".join(f"{100 * rms(column):12.2f}%"
                                              for column in zip(*rows.values(), strict=True)))
 
 
@@ -159,7 +163,7 @@ def main() -> int:
             for first, second in itertools.combinations(names, 2):
                 ratios = [log_ratio(run[(task, first)], run[(task, second)], value) for run in runs]
                 sds.append(float(np.std(ratios, ddof=1)))
-        print(f"between-run sd of the log ratios, {label}: {100 * math.sqrt(np.mean(np.square(sds))):.2f}% "
+        print(f"between-run sd of the log ratios, {label}: {100 * rms(sds):.2f}% "
               f"(rms over {len(sds)} task x pair)")
     beyond, total = beyond_intervals([intervals for _, intervals in loaded])
     if total:

@@ -100,10 +100,11 @@ def test_kept_runs_statistics():
     assert (between, within, excess) == pytest.approx((0.02, 0.03, 0.0))  # explained by the runs' own errors
     state = np.array([-0.2, -0.05, 0.1, 0.15])
     levels = np.column_stack([0.5 * state + 3.0, 1.0 * state - 1.0, 1.5 * state])
-    found, slopes = kept_runs.slopes_on_state(levels)
+    centred, found, slopes = kept_runs.slopes_on_state(levels)
+    np.testing.assert_allclose(centred, levels - levels.mean(axis=0))
     np.testing.assert_allclose(found, state - state.mean())
     np.testing.assert_allclose(slopes, [0.5, 1.0, 1.5])
-    assert all(np.isnan(kept_runs.slopes_on_state(np.ones((3, 2)))[1]))
+    assert all(np.isnan(kept_runs.slopes_on_state(np.ones((3, 2)))[2]))
 
 
 def test_kept_runs_bad_input(tmp_path):
