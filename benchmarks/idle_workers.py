@@ -58,8 +58,10 @@ class Worker:
     """One xfbench worker process prepared on the task, timed through the commands ``xfbench run`` sends."""
 
     def __init__(self, executor: Any, backend: str, task: Any, threads: int) -> None:
-        from xfbench.compare.executor import WorkerSpec, request
-        from xfbench.compare.timing import TimingOptions, block_steps_for
+        from xfbench.compare.engine.timing import block_steps_for
+        from xfbench.compare.platforms.base import request
+        from xfbench.compare.platforms.job import WorkerSpec
+        from xfbench.compare.protocol import TimingOptions
 
         self.name = backend
         self.handle = executor.start(WorkerSpec(backend, "cpu", threads, [task]))
@@ -72,8 +74,8 @@ class Worker:
         self.untimed_steps = TimingOptions().untimed_steps(reply["seconds_per_step"], self.block_steps)
 
     def turn(self, untimed: bool = True) -> float:
-        from xfbench.compare.executor import request
-        from xfbench.compare.timing import TimingOptions
+        from xfbench.compare.platforms.base import request
+        from xfbench.compare.protocol import TimingOptions
 
         reply = request(self.handle, {"op": "turn", "block_steps": self.block_steps, "turn_s": TimingOptions.turn_s,
                                       "min_blocks": TimingOptions.min_blocks, "untimed_blocks": 0,
@@ -101,8 +103,8 @@ def quartiles(values: list[float]) -> str:
 
 def main() -> int:
     args = parse_args()
-    from xfbench.compare.executor import LocalExecutor
-    from xfbench.compare.worker import configure_process
+    from xfbench.compare.engine.server import configure_process
+    from xfbench.compare.platforms.local import LocalExecutor
     from xfbench.machine import cpu_name
     from xfbench.tasks import get_task
 

@@ -70,7 +70,7 @@ def load(path: str) -> tuple[dict[tuple[str, str], Any], Any]:
 def log_ratio(first: Any, second: Any, value: Callable[[list[float]], float]) -> float:
     """Per process pair the trimmed mean over rounds of log(first / second) (``xfbench run``'s 20%), averaged over
     the pairs; ``value`` makes a turn's value of its blocks."""
-    from xfbench.compare.stats import TRIM, turn_table
+    from xfbench.compare.stats.ratios import TRIM, turn_table
 
     a, b = (turn_table(cell, lambda turn: value(turn.block_ms)) for cell in (first, second))
     estimates = []
@@ -120,7 +120,7 @@ def slopes_on_state(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[fl
 
 
 def print_load_elasticity(runs: list[dict[tuple[str, str], Any]], keys: set[tuple[str, str]]) -> None:
-    from xfbench.compare.stats import turn_table
+    from xfbench.compare.stats.ratios import turn_table
 
     for task in sorted({task for task, _ in keys}):
         names = sorted(backend for other, backend in keys if other == task)
@@ -178,7 +178,7 @@ def main() -> int:
         return 1
     print(f"{args.backend} on {args.task}, median ms per step of each process's turns, per run:")
     for path, run in zip(args.files, runs, strict=True):
-        from xfbench.compare.stats import turn_table
+        from xfbench.compare.stats.ratios import turn_table
 
         medians = [statistics.median(rounds.values()) for _, rounds in sorted(turn_table(run[key]).items())]
         print(f"  {os.path.basename(path)}: " + " ".join(f"{value:.4g}" for value in medians))

@@ -31,7 +31,8 @@ import numpy as np
 from tabulate import tabulate
 
 import xfbench
-from xfbench.compare.parity import first_batch, relative, summary
+from xfbench.compare.engine.parity import first_batch
+from xfbench.compare.stats.parity import relative, summary
 from xfbench.tasks import get_task, initial_weights, reference
 from xfbench.tasks.spec import Task
 

@@ -161,7 +161,7 @@ class XfbenchSide:
     and timed through the same commands ``xfbench run`` sends it."""
 
     def __init__(self, executor: Any, backend: str, threads: int, malloc: str) -> None:
-        from xfbench.compare.executor import WorkerSpec
+        from xfbench.compare.platforms.job import WorkerSpec
 
         self.tasks = workload_tasks()
         self.worker = executor.start(WorkerSpec(backend, "cpu", threads, list(self.tasks.values()), malloc))
@@ -169,7 +169,7 @@ class XfbenchSide:
         self.ask(None, "ready")
 
     def ask(self, message: dict[str, Any] | None, expect: str) -> dict[str, Any]:
-        from xfbench.compare.executor import WorkerError, request
+        from xfbench.compare.platforms.base import WorkerError, request
 
         try:
             reply = request(self.worker, message, expect, 600, expect)
@@ -180,7 +180,8 @@ class XfbenchSide:
         return reply
 
     def prepare(self, workload: str, min_block_s: float = 0.05) -> None:
-        from xfbench.compare.timing import TimingOptions, block_steps_for
+        from xfbench.compare.engine.timing import block_steps_for
+        from xfbench.compare.protocol import TimingOptions
 
         reply = self.ask({"op": "prepare", "task": list(self.tasks).index(workload), "process": 0,
                           "warmup_s": TimingOptions.warmup_s}, "prepared")
@@ -222,8 +223,8 @@ def take_turns(commands: dict[str, list[str]], env: dict[str, str], turns: int, 
 def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """One fresh native process and one fresh xfbench worker taking turns. Both get the same environment
     (xfbench's allocator policy included)."""
-    from xfbench.compare.allocator import worker_env
-    from xfbench.compare.executor import LocalExecutor
+    from xfbench.compare.platforms.allocator import worker_env
+    from xfbench.compare.platforms.local import LocalExecutor
 
     native = Server("native", native_command(backend, args.threads, serve=True), worker_env(args.malloc, os.environ))
     try:

@@ -53,7 +53,7 @@ def main() -> int:
         parser.error(f"--pairs must be at least 0 and --turns at least 1, got {args.pairs} and {args.turns}")
     if not args.seconds > 0:
         parser.error(f"--seconds must be positive, got {args.seconds}")
-    from xfbench.compare.allocator import worker_env
+    from xfbench.compare.platforms.allocator import worker_env
 
     env = worker_env(args.malloc, os.environ)
     what = f"{args.backend} {args.workload}, malloc {args.malloc}"

@@ -108,7 +108,7 @@ def idle_cost(seconds: float) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from xfbench.compare.ray_executor import QUIET_NODE
+    from xfbench.compare.platforms.ray import QUIET_NODE
     from xfbench.machine import usable_cores
 
     ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",

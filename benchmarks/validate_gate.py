@@ -2,7 +2,7 @@
 
 A/A runs: ``xfbench ab`` with the same interpreter in both arms; every cell verdict of ``regression`` is a false
 alarm. Injected runs: the same, with the head arm slowed by a known fraction (``--inject-slowdown``: real busy
-work added to each timed block, ``xfbench.compare.timing``); every ``regression`` is a detection. Runs alternate
+work added to each timed block, ``xfbench.compare.engine.timing``); every ``regression`` is a detection. Runs alternate
 between A/A and the injected levels, so the machine's drift over the hour hits both alike. Every run uses
 ``xfbench ab``'s default settings (pairs, rounds, turn length, minimum effect, alpha) unless flags after ``--``
 change them.

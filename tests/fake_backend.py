@@ -93,10 +93,10 @@ class ReferenceBackend(Backend):
 
 
 def _called_from(function: str, module: str) -> bool:
-    """Whether ``function`` of xfbench's ``compare/<module>`` is on the caller's stack."""
+    """Whether ``function`` of xfbench's ``compare/engine/<module>`` is on the caller's stack."""
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_name == function and frame.f_code.co_filename.endswith(os.path.join("compare", module)):
+        if frame.f_code.co_name == function and frame.f_code.co_filename.endswith(os.path.join("compare", "engine", module)):
             return True
         frame = frame.f_back
     return False
@@ -124,8 +124,8 @@ class TimingFaultTrainer(ReferenceTrainer):
 
 
 def _in_priming() -> bool:
-    """Whether the caller builds for a timing-only process (``compare.cell.prime_cell``), not for training."""
-    return _called_from("prime_cell", "cell.py")
+    """Whether the caller builds for a timing-only process (``compare.engine.loop.prime_cell``), not for training."""
+    return _called_from("prime_cell", "loop.py")
 
 
 class CrashingBackend(ReferenceBackend):

@@ -84,9 +84,10 @@ def main(out: str) -> None:
         import xfbench
         from tests.conftest import small
         from xfbench.compare.plan import make_plan
-        from xfbench.compare.ray_executor import RayPlanExecutor
+        from xfbench.compare.platforms.ray import RayPlanExecutor
+        from xfbench.compare.protocol import TimingOptions
+        from xfbench.compare.runner import run_plan
         from xfbench.compare.session import execute
-        from xfbench.compare.timing import TimingOptions
 
         quick = TimingOptions.quick(rounds=2, processes=1)
         # 2. the whole matrix on every node labelled group=bench (the API; xfbench connects, and disconnects after)
@@ -97,7 +98,7 @@ def main(out: str) -> None:
         report["nodes"] = {node["NodeID"]: node.get("Labels", {}) for node in ray.nodes() if node["Alive"]}
 
         try:  # a label that no node carries: one line, listing the labels present
-            RayPlanExecutor(address=cluster.address, on_each="kind=nope").check(make_plan([small("t1")], "fake-ref"))
+            RayPlanExecutor(run_plan, address=cluster.address, on_each="kind=nope").check(make_plan([small("t1")], "fake-ref"))
             report["no_such_label"] = None
         except xfbench.XfbenchError as error:
             report["no_such_label"] = str(error)
@@ -106,7 +107,7 @@ def main(out: str) -> None:
         killed = os.path.join(out, "killed.json")
         open(hold, "w").close()
         plan = make_plan([small("ok"), small("hold")], "fake-ref,fake-crash", timing=quick)
-        executor = RayPlanExecutor(address=cluster.address)
+        executor = RayPlanExecutor(run_plan, address=cluster.address)
         victims: dict[str, object] = {}
 
         def progress(text: str) -> None:
@@ -126,7 +127,8 @@ def main(out: str) -> None:
             report["killed_result"] = json.load(handle)
         os.unlink(hold)
         resumed_lines: list[str] = []
-        execute(plan, resumed_lines.append, output=killed, resume=True, executor=RayPlanExecutor(address=cluster.address))
+        execute(plan, resumed_lines.append, output=killed, resume=True,
+                executor=RayPlanExecutor(run_plan, address=cluster.address))
         report["resume_progress"] = resumed_lines
 
         # 4. a node that leaves the cluster mid-run (added now: the scenarios above place on every node)

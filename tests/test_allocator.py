@@ -13,9 +13,9 @@ import pytest
 
 import xfbench
 from tests.conftest import small
-from xfbench.compare.allocator import STEADY_TUNABLES, describe, worker_env
 from xfbench.compare.plan import make_plan
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.platforms.allocator import STEADY_TUNABLES, describe, worker_env
+from xfbench.compare.protocol import TimingOptions
 from xfbench.errors import XfbenchError
 
 GLIBC = platform.libc_ver()[0] == "glibc"

@@ -12,8 +12,10 @@ import pytest
 
 import xfbench
 from xfbench.compare.plan import make_plan
-from xfbench.compare.result import SCHEMA_VERSION, Cell, Memory, Result, StepStats, Timing
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.cell import Cell, Memory, StepStats, Timing
+from xfbench.compare.results.result import Result
+from xfbench.compare.results.schema import SCHEMA_VERSION
 from xfbench.errors import XfbenchError
 from xfbench.tasks import SGD, Activation, Adam, AvgPool2D, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task, get_task
 
@@ -43,8 +45,9 @@ def test_everything_short_of_setup_loads_no_framework():
     """Every xfbench module, the parser, and every adapter (``backends.get`` + ``unavailable_reason``) import no
     framework: that happens only in ``Backend.setup``, inside a worker."""
     code = """
-import xfbench, xfbench.cli, xfbench.compare.runner, xfbench.compare.worker, xfbench.compare.cell
-import xfbench.compare.parity, xfbench.reports.table, xfbench.reports.parity, xfbench.tasks.reference
+import xfbench, xfbench.cli, xfbench.compare.runner, xfbench.compare.worker, xfbench.compare.engine.server
+import xfbench.compare.engine.loop, xfbench.compare.engine.parity, xfbench.compare.stats.parity, xfbench.compare.ab
+import xfbench.compare.session, xfbench.reports.table, xfbench.reports.parity, xfbench.tasks.reference
 from xfbench import backends
 from xfbench.compare.plan import make_plan
 xfbench.cli.build_parser().parse_args(["run", "--backends", "torch"])
@@ -319,7 +322,7 @@ def test_binary_targets_must_be_probabilities():
     (TimingOptions(warmup_s=math.inf), "TimingOptions.warmup_s must be a number >= 0, got inf"),
     (TimingOptions(rounds=2.5), "--rounds must be a positive integer, got 2.5"),  # type: ignore[arg-type]
     (TimingOptions(schedule="parallel"), "unknown schedule 'parallel'; choose one of: interleaved, sequential"),
-    ("fast", "timing must be an xfbench.compare.timing.TimingOptions, got str"),
+    ("fast", "timing must be an xfbench.TimingOptions, got str"),
 ])
 def test_timing_options_are_checked_before_any_work(timing, message: str):
     with pytest.raises(XfbenchError) as caught:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import ALL_BACKENDS, REPO, CliRun, run_cli
 from xfbench import backends
-from xfbench.compare.result import Ratio
+from xfbench.compare.results.result import Ratio
 from xfbench.reports.table import ratio_text
 
 

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import QUICK_TASKS, REPO, own_process_backends
 from xfbench import backends
 from xfbench.backends.base import Backend
-from xfbench.compare.cell import steady_state_timer, train, train_cell
-from xfbench.compare.timing import block_steps_for
+from xfbench.compare.engine.loop import steady_state_timer, train, train_cell
+from xfbench.compare.engine.timing import block_steps_for
 from xfbench.tasks import get_task, initial_weights, task_names
 from xfbench.tasks import reference as ref
 

@@ -37,11 +37,11 @@ import xfbench
 from tests.conftest import REPO, run_cli, small
 from tests.test_api import loaded_frameworks
 from tests.test_interleaved import alive, gone_within, wait_for_cells, worker_pids
-from xfbench.compare.cell import DivergedError, train_cell
-from xfbench.compare.executor import FOLDER_PREFIX, LocalExecutor
-from xfbench.compare.journal import write_atomic
-from xfbench.compare.result import Result
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.engine.loop import DivergedError, train_cell
+from xfbench.compare.platforms.local import FOLDER_PREFIX, LocalExecutor
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.files import write_atomic
+from xfbench.compare.results.result import Result
 from xfbench.errors import XfbenchError
 from xfbench.tasks import SGD, Adam, Conv2D, Dataset, Dense, MaxPool2D, Task, get_task
 
@@ -287,7 +287,7 @@ def test_a_full_disk_keeps_the_previous_result(tmp_path):
         code = textwrap.dedent(f"""
             import sys
             from xfbench.cli import main
-            from xfbench.compare.result import Result
+            from xfbench.compare.results.result import Result
             import xfbench.compare.session as session
 
             def execute(plan, progress=None, output=None, **kwargs):  # the run's work, without training
@@ -348,7 +348,7 @@ def test_a_closed_stdout_does_not_cost_the_result(fakes, tmp_path):
 API_RUN = """
 import sys, xfbench
 from tests.conftest import small
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.protocol import TimingOptions
 xfbench.run(tasks=[small("ok-a"), small("slow")], backends=["fake-ref", "fake-crash"], threads=1,
             timing=TimingOptions.quick(rounds=4, processes=2), output=sys.argv[1])
 """

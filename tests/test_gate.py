@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from xfbench.compare.gate import Estimate, ab_estimate, check_estimate, decide, holm, verdict
-from xfbench.compare.history import change_points, series
-from xfbench.compare.result import Cell, Device, Result, StepStats, Timing, Turn
+from xfbench.compare.results.cell import Cell, Device, StepStats, Timing, Turn
+from xfbench.compare.results.result import Result
+from xfbench.compare.results.store import SCHEMA_VERSION, Store
+from xfbench.compare.stats.gate import Estimate, ab_estimate, check_estimate, decide, holm, verdict
+from xfbench.compare.stats.history import change_points, series
 from xfbench.errors import XfbenchError
-from xfbench.store import SCHEMA_VERSION, Store
 
 AB_FAKES = {"fake-ref": "tests.fake_backend:ReferenceBackend", "fake-ref2": "tests.fake_backend:ReferenceBackend"}
 
@@ -137,7 +138,7 @@ def test_store_refuses_what_is_not_a_store(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from tests.test_gate import _result
-from xfbench.store import Store
+from xfbench.compare.results.store import Store
 store = Store(sys.argv[1])
 for index in range(int(sys.argv[2])):
     result = _result(1.0 + index)

@@ -19,9 +19,9 @@ import pytest
 import xfbench
 from tests.conftest import REPO, small
 from tests.schema import check_result_schema
-from xfbench.compare.journal import partial_path
-from xfbench.compare.result import Result
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.files import partial_path
+from xfbench.compare.results.result import Result
 
 QUICK = TimingOptions.quick(rounds=4, processes=2)
 
@@ -154,7 +154,7 @@ def gone_within(pids: set[int], seconds: float) -> bool:
 API_RUN = """
 import sys, xfbench
 from tests.conftest import small
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.protocol import TimingOptions
 xfbench.run(tasks=[small("ok-a"), small("slow")], backends=["fake-ref", "fake-crash"], threads=1,
             timing=TimingOptions.quick(rounds=4, processes=2), output=sys.argv[1])
 """

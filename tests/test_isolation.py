@@ -22,9 +22,9 @@ from tests.conftest import REPO, ready_backend, small
 from tests.fake_backend import CrashingBackend
 from tests.schema import check_result_schema
 from xfbench import backends
-from xfbench.compare import executor
-from xfbench.compare.result import Result
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.platforms import local
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.result import Result
 
 MISSING_HINT = "no_such_framework_xyz is not installed: pip install 'xfbench[no_such_framework_xyz]'"
 
@@ -90,7 +90,7 @@ def test_missing_framework_is_unsupported_without_a_worker(fakes, monkeypatch: p
     def no_worker(*args, **kwargs):
         raise AssertionError("a worker was started for a backend whose framework is missing")
 
-    monkeypatch.setattr(executor.LocalExecutor, "start", no_worker)
+    monkeypatch.setattr(local.LocalExecutor, "start", no_worker)
     result, _ = run([small("ok-a"), small("ok-b")], ["fake-missing"])
     check_result_schema(result.to_dict())
     for cell in result.cells:

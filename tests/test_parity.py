@@ -30,9 +30,11 @@ from tests.fake_backend import SwappedKernelTorchBackend, WrongFlattenTorchBacke
 from xfbench import backends
 from xfbench.backends import common
 from xfbench.backends.base import Backend
-from xfbench.compare.parity import ParityOptions, cell_parity, failures, finish, summary
-from xfbench.compare.result import Cell, Parity, Result
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.engine.parity import cell_parity
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.cell import Cell, Parity
+from xfbench.compare.results.result import Result
+from xfbench.compare.stats.parity import ParityOptions, failures, judge, summary
 from xfbench.reports.model import spread_note
 from xfbench.tasks import SGD, Adam, Conv2D, Dataset, Dense, Flatten, Task, get_task, initial_weights, reference, task_names
 
@@ -197,7 +199,7 @@ def nonsquare_task() -> Task:
 
 @pytest.fixture(scope="module")
 def nonsquare_parity() -> Result:
-    """Parity of the non-square task on torch and both wrong fakes, in-process, finished by ``finish``."""
+    """Parity of the non-square task on torch and both wrong fakes, in-process, judged by ``judge``."""
     ready_backend("torch")  # PyTorch imported and threaded here (or a skip naming why not)
     task = nonsquare_task()
     cells = []
@@ -205,7 +207,7 @@ def nonsquare_parity() -> Result:
         cells.append(Cell(task=task.name, backend=backend.name, device={"kind": "cpu", "name": None}, status="ok",
                           parity=cell_parity(backend, task, "cpu", OPTIONS.as_dict())))
     result = Result(cells=cells, config={"parity": OPTIONS.as_dict()})
-    finish(result, {task.name: task}, OPTIONS)
+    judge(result, {task.name: task}, OPTIONS)
     return result
 
 
@@ -225,7 +227,7 @@ def test_fakes_only_break_the_layout(fake: type[Backend]):
 @pytest.mark.parametrize(("fake", "tensor"), [("fake-torch-flatten", "2.Dense.kernel"),
                                               ("fake-torch-kernel-hw", "0.Conv2D.kernel")])
 def test_wrong_conversion_on_nonsquare_task_is_caught(nonsquare_parity: Result, fake: str, tensor: str):
-    assert nonsquare_parity.cell("nonsquare", fake).parity.weights_after_steps is None  # dropped by finish()
+    assert nonsquare_parity.cell("nonsquare", fake).parity.weights_after_steps is None  # dropped by judge()
     parity = nonsquare_parity.cell("nonsquare", fake).parity.to_dict()
     assert parity["passed"] is False
     assert parity["forward_max_abs"] > 100 * OPTIONS.forward_abs

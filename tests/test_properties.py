@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import in_process_backends, ready_backend
 from xfbench import backends, cli
-from xfbench.compare.cell import DivergedError, train_cell
+from xfbench.cli import common
+from xfbench.cli import run as run_command
+from xfbench.compare.engine.loop import DivergedError, train_cell
 from xfbench.errors import XfbenchError
 from xfbench.tasks import SGD, Adam, Dataset, Dense, Task
 
@@ -108,7 +110,7 @@ def test_a_generated_command_line_is_a_plan_or_one_line(options, switches):
         from xfbench.reports.table import check_format
 
         check_format(args.format)
-        cli._run_request(args)
-        cli._report_paths(args)
+        run_command.run_request(args)
+        common.report_paths(args)
     except XfbenchError as error:
         assert str(error) and "\n" not in str(error), argv

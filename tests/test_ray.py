@@ -20,7 +20,9 @@ import pytest
 
 import xfbench
 from tests.schema import check_result_schema
-from xfbench.compare.result import Cell, Device, Node, Result, StepStats, Timing, Turn
+from xfbench.compare.results.cell import Cell, Device, Node, Timing, Turn
+from xfbench.compare.results.result import Result
+from xfbench.compare.stats.summary import step_stats
 from xfbench.errors import XfbenchError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,7 +163,7 @@ def test_ctrl_c_shuts_down_a_cluster_xfbench_started(cluster_run):
 # ------------------------------------------------------------------------------------------ no cluster needed
 def _timed(task: str, backend: str, node: str | None, block_ms: float) -> Cell:
     timing = Timing(turns=[Turn(0, r, i, 0.0, [block_ms * (1 + 0.01 * r)] * 3) for i, r in enumerate(range(6))])
-    timing.step_ms = StepStats.of(timing.blocks())
+    timing.step_ms = step_stats(timing.blocks())
     return Cell(task, backend, Device("cpu", "x"), "ok", timing=timing,
                 node=Node(node, hostname="host") if node else None)
 

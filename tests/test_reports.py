@@ -21,8 +21,8 @@ import pytest
 import xfbench
 from tests.conftest import REPO, CliRun, run_cli
 from xfbench import reports
-from xfbench.compare.result import Result
-from xfbench.compare.stats import time_to_target
+from xfbench.compare.results.result import Result
+from xfbench.compare.stats.quality import time_to_target
 from xfbench.reports import csvfile, markdown
 from xfbench.reports.model import groups
 

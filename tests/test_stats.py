@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xfbench.compare import journal
-from xfbench.compare.result import Cell, Device, ProcessPhases, Result, StepStats, Timing, Turn
+from xfbench.compare.results import files, journal
+from xfbench.compare.results.cell import Cell, Device, ProcessPhases, Timing, Turn
+from xfbench.compare.results.result import Result
 from xfbench.compare.schedule import TurnError, round_order, run_rounds
-from xfbench.compare.stats import compare_cells, random_effects, ratio
+from xfbench.compare.stats.ratios import compare_cells, random_effects, ratio
+from xfbench.compare.stats.summary import step_stats
 from xfbench.errors import XfbenchError
 
 
@@ -130,7 +132,7 @@ def measured_cell(backend: str, table: dict[int, dict[int, float]], session: str
     turns = [Turn(process, round_index, 0, 0.0, [value, value]) for process, rows in table.items()
              for round_index, value in rows.items()]
     blocks = [value for turn in turns for value in turn.block_ms]
-    timing = Timing(step_ms=StepStats.of(blocks), turns=turns, session=session, protocol={"schedule": "interleaved"},
+    timing = Timing(step_ms=step_stats(blocks), turns=turns, session=session, protocol={"schedule": "interleaved"},
                     processes=[ProcessPhases(process, peak_rss_mb=100.0) for process in table])
     return Cell("t", backend, Device("cpu", "x"), "ok", timing=timing)
 
@@ -165,15 +167,15 @@ def test_cells_of_different_sessions_are_not_paired():
 # ------------------------------------------------------------------------------------------------ journal
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "result.json"
-    journal.write_atomic(path, "old\n")
-    assert path.read_text() == "old\n" and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~journal._umask())
+    files.write_atomic(path, "old\n")
+    assert path.read_text() == "old\n" and oct(path.stat().st_mode & 0o777) == oct(0o666 & ~files._umask())
 
     def broken_replace(source, target):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
-        journal.write_atomic(path, "new\n")
+        files.write_atomic(path, "new\n")
     assert path.read_text() == "old\n"
     assert sorted(os.listdir(tmp_path)) == ["result.json"]  # no temporary file left behind
 
@@ -183,15 +185,15 @@ def test_partial_file_keeps_cells_and_skips_a_torn_last_line(tmp_path):
     result = Result(config={"tasks": ["t"]})
     header = {key: value for key, value in result.to_dict().items() if key not in ("cells", "comparisons")}
     log = journal.Journal(target, header)
-    log.append(Cell("t", "a", Device("cpu", "x"), "ok", metrics={"accuracy": 0.5}))
-    log.append(Cell("t", "b", Device("cpu", "x"), "error", error="boom"))
+    log.append(Cell("t", "a", Device("cpu", "x"), "ok", metrics={"accuracy": 0.5}).to_dict())
+    log.append(Cell("t", "b", Device("cpu", "x"), "error", error="boom").to_dict())
     log.close()
-    with open(journal.partial_path(target), "a", encoding="utf-8") as stream:
+    with open(files.partial_path(target), "a", encoding="utf-8") as stream:
         stream.write('{"kind": "cell", "cell": {"task": "t", "back')  # killed mid-write
     loaded = Result.load(target)  # the partial file beside a missing (or older) result is read
     assert loaded.complete is False and [cell.backend for cell in loaded.cells] == ["a", "b"]
     assert loaded.cells[0].metrics == {"accuracy": 0.5} and loaded.config == {"tasks": ["t"]}
-    partial = Path(journal.partial_path(target))
+    partial = Path(files.partial_path(target))
     text = partial.read_text(encoding="utf-8").splitlines()
     text.insert(1, "{not json")
     partial.write_text("\n".join(text), encoding="utf-8")
@@ -203,8 +205,8 @@ def test_finish_writes_the_result_and_removes_the_partial_file(tmp_path):
     target = tmp_path / "run.json"
     log = journal.Journal(target, {"schema_version": 2, "config": {}})
     result = Result(cells=[Cell("t", "a", Device("cpu", "x"), "ok")])
-    log.finish(result)
-    assert not os.path.exists(journal.partial_path(target))
+    log.finish(result.to_json())
+    assert not os.path.exists(files.partial_path(target))
     assert json.loads(target.read_text())["complete"] is True
 
 
@@ -215,16 +217,16 @@ def test_finish_writes_the_result_and_removes_the_partial_file(tmp_path):
 ])
 def test_check_output_rejects(path, message):
     with pytest.raises(XfbenchError, match=message):
-        journal.check_output(path)
+        files.check_output(path)
 
 
 def test_check_output_accepts_missing_folders_and_rejects_a_file_as_folder(tmp_path):
-    assert journal.check_output(str(tmp_path / "new" / "deeper" / "r.json"))
+    assert files.check_output(str(tmp_path / "new" / "deeper" / "r.json"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(XfbenchError, match="is a file, not a folder"):
-        journal.check_output(str(tmp_path / "file" / "r.json"))
+        files.check_output(str(tmp_path / "file" / "r.json"))
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(XfbenchError, match="is not writable"):
-            journal.check_output(str(locked / "r.json"))
+            files.check_output(str(locked / "r.json"))

@@ -14,16 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from xfbench._version import __version__
+from xfbench.compare.results import views
 from xfbench.errors import XfbenchError
 
 if TYPE_CHECKING:
-    from xfbench.compare.ab import AbResult
-    from xfbench.compare.gate import Verdict
-    from xfbench.compare.result import Result
-    from xfbench.compare.timing import TimingOptions
+    from xfbench.compare.protocol import TimingOptions
+    from xfbench.compare.results.ab import AbResult, Verdict
+    from xfbench.compare.results.result import Result
     from xfbench.tasks import Task
-
-__version__ = "0.1.0"
 
 
 def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequence[str] | None = None,
@@ -51,7 +50,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         progress: called with one line of text per step of progress (the CLI prints them).
         malloc: the C allocator policy of the worker processes, the same for every backend: ``steady`` (default;
             glibc keeps freed memory, so steps don't page-fault it back in) or ``system`` (glibc's defaults, what a
-            framework gets out of the box). See ``xfbench.compare.allocator``.
+            framework gets out of the box). See ``xfbench.compare.platforms.allocator``.
         rounds: timing rounds per task (each live worker takes one turn per round).
         processes: fresh worker processes per backend (the process, not the turn, is the unit of replication).
         sequential: time one backend after another instead of interleaving (less memory; drift not cancelled).
@@ -61,7 +60,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         target: the time-to-accuracy target of every task (default: each task's own ``Task.target``).
         executor: where the cells run: ``"local"`` (this machine, the default) or ``"ray"`` (a Ray cluster,
             ``pip install 'xfbench[ray]'``: each task reserves a whole node and runs there with xfbench's own
-            workers; see :mod:`xfbench.compare.ray_executor`). ``ray_address`` or ``on_each`` imply ``"ray"``.
+            workers; see :mod:`xfbench.compare.platforms.ray`). ``ray_address`` or ``on_each`` imply ``"ray"``.
         ray_address: the cluster: ``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``; None: ``$XFBENCH_RAY_ADDRESS``,
             else a one-node cluster of this machine started for the run (a Ray already initialized in this process
             is used as it is).
@@ -69,46 +68,31 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
             On Ray, ``threads`` is checked against each node's cores (None: each node uses all of its own).
 
     Returns:
-        A :class:`xfbench.compare.result.Result`; ``result.save(path)`` writes the JSON.
+        A :class:`xfbench.compare.results.result.Result`; ``result.save(path)`` writes the JSON.
 
     Example:
         >>> result = xfbench.run(tasks="regression", backends=["torch", "jax"])  # doctest: +SKIP
         >>> print(xfbench.table(result))  # doctest: +SKIP
     """
+    from xfbench.compare.executors import plan_executor
     from xfbench.compare.plan import make_plan
-    from xfbench.compare.session import execute
-    from xfbench.compare.timing import TimingOptions
+    from xfbench.compare.protocol import TimingOptions
+    from xfbench.compare.session import execute, run_with_parity
+    from xfbench.compare.stats.parity import ParityOptions
 
     options = timing or TimingOptions()
     if isinstance(options, TimingOptions):  # anything else is refused by make_plan, in one line
         options = options.changed(rounds=rounds, processes=processes, schedule="sequential" if sequential else None)
-    placed = _plan_executor(executor, ray_address, on_each, threads)
+    placed = plan_executor(executor, ray_address, on_each, threads)
     plan = make_plan(tasks, backends, devices, None if placed is not None else threads, epochs, timeout, seeds,
                      timing=options, malloc=malloc, relative_to=relative_to, target=target)
     if output is not None:
-        from xfbench.compare.journal import check_output
+        from xfbench.compare.results.files import check_output
 
         check_output(output)
     if parity:
-        from xfbench.compare.parity import ParityOptions, run_with_parity
-
         return run_with_parity(plan, ParityOptions(), progress, output=output, executor=placed)
     return execute(plan, progress, output=output, resume=resume, executor=placed)
-
-
-def _plan_executor(executor: str | None, ray_address: str | None, on_each: str | None, threads: int | None
-                   ) -> object | None:
-    """The Ray executor asked for (None: this machine), checked before any work starts."""
-    from xfbench.compare.ray_executor import EXECUTORS, ray_executor
-    from xfbench.errors import unknown_name
-
-    if executor is not None and executor not in EXECUTORS:
-        raise unknown_name("executor", executor, EXECUTORS)
-    if executor == "local" and (ray_address is not None or on_each is not None):
-        raise XfbenchError("ray_address and on_each place cells on Ray; drop them or use executor='ray'")
-    if executor != "ray" and ray_address is None and on_each is None:
-        return None
-    return ray_executor(ray_address, on_each, threads)
 
 
 def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | None = None,
@@ -120,7 +104,7 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
 
     Base and head workers of each cell are alive together and take alternating turns, over ``pairs`` fresh process
     pairs (default 6, taken pair-major: pair 1 of every cell, then pair 2, ...); see ``xfbench ab --help`` and
-    :mod:`xfbench.compare.gate` for the statistics.
+    :mod:`xfbench.compare.stats.gate` for the statistics.
     ``inject_slowdown`` is for testing the gate only (``"0.2"`` or ``"torch=0.2"``: the head's timed blocks made
     that much longer with real busy work). ``result.exit_code`` is 1 when a cell regressed.
 
@@ -132,7 +116,7 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
     from xfbench.compare.ab import ab_request, run_ab
 
     if output is not None:
-        from xfbench.compare.journal import check_output
+        from xfbench.compare.results.files import check_output
 
         check_output(output)
     plan, base, head, pairs = ab_request(base_python, head_python, tasks, backends, threads, epochs, pairs, rounds,
@@ -143,8 +127,8 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
 def check(result: Result | str, baseline: Result | str, min_effect: float = 0.05, alpha: float = 0.05
           ) -> list[Verdict]:
     """Every cell of ``result`` against the same cell of ``baseline`` (results or paths), from their saved turns:
-    weaker evidence than :func:`ab` (the runs were timed apart). See :mod:`xfbench.compare.gate`."""
-    from xfbench.compare.gate import check_verdicts
+    weaker evidence than :func:`ab` (the runs were timed apart). See :mod:`xfbench.compare.stats.gate`."""
+    from xfbench.compare.stats.gate import check_verdicts
 
     loaded = [load(item) if isinstance(item, str) else item for item in (result, baseline)]
     return check_verdicts(loaded[1], loaded[0], min_effect, alpha)
@@ -160,17 +144,48 @@ def table(result: Result, fmt: str = "simple", target: float | None = None) -> s
 
 def load(path: str) -> Result:
     """Read a result JSON written by ``Result.save`` or ``xfbench run --json``."""
-    from xfbench.compare.result import Result
+    from xfbench.compare.results.result import Result
 
     return Result.load(path)
 
 
+# --------------------------------------------------------------------- what a Result shows but does not compute
+def _compare(result: Result, relative_to: str | None = None) -> None:
+    from xfbench.compare.stats.ratios import compare_result
+
+    compare_result(result, relative_to)
+
+
+def _html(result: Result) -> str:
+    from xfbench.reports.html import tables
+
+    return tables(result)
+
+
+def _plot(result: Result, kinds: str | list[str] | None = None, task: str | None = None,
+          target: float | None = None) -> list[object]:
+    from xfbench.reports.plots import result_figures
+
+    return result_figures(result, kinds, task, target)
+
+
+views.register(compare=_compare, html=_html, plot=_plot)
+
+_LAZY = {"reports": "xfbench.reports", "Store": "xfbench.compare.results.store:Store",
+         "TimingOptions": "xfbench.compare.protocol:TimingOptions", "Result": "xfbench.compare.results.result:Result"}
+
+
 def __getattr__(name: str) -> object:
-    if name == "reports":  # ``xfbench.reports.write(...)`` without an explicit import
+    """``xfbench.reports``, ``xfbench.Store``, ``xfbench.TimingOptions``, ``xfbench.Result`` without an explicit
+    import (loaded on first use: ``import xfbench`` stays light)."""
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("xfbench.reports")
+        module, _, attribute = _LAZY[name].partition(":")
+        loaded = importlib.import_module(module)
+        return getattr(loaded, attribute) if attribute else loaded
     raise AttributeError(f"module 'xfbench' has no attribute {name!r}")
 
 
-__all__ = ["XfbenchError", "__version__", "ab", "check", "load", "run", "table"]
+__all__ = ["Result", "Store", "TimingOptions", "XfbenchError", "__version__", "ab", "check", "load", "reports", "run",
+           "table"]

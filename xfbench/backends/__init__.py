@@ -21,13 +21,13 @@ from xfbench.errors import XfbenchError, unknown_name
 if TYPE_CHECKING:
     from xfbench.backends.base import Backend
 
-# name -> (module:class, constructor keyword arguments)
+# name -> (module:class, constructor keyword arguments); the default four first, then the other modes
 BACKENDS: dict[str, tuple[str, dict[str, object]]] = {
     "tf-graph": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True}),
     "tf-eager": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": False}),
-    "tf-xla": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True, "xla": True}),
     "torch": ("xfbench.backends.torch:TorchBackend", {}),
     "jax": ("xfbench.backends.jax:JaxBackend", {}),
+    "tf-xla": ("xfbench.backends.tensorflow:TensorFlowBackend", {"graph": True, "xla": True}),
     "torch-compile": ("xfbench.backends.torch:TorchBackend", {"compile": True}),
     "keras-jax": ("xfbench.backends.keras:KerasBackend", {"framework": "jax"}),
     "keras-tensorflow": ("xfbench.backends.keras:KerasBackend", {"framework": "tensorflow"}),
@@ -45,6 +45,7 @@ DESCRIPTIONS = {
     "keras-tensorflow": "Keras 3 on TensorFlow: Keras layers, optimizer and compiled train step",
     "keras-torch": "Keras 3 on PyTorch: Keras layers, optimizer and train step",
 }
+BUILTIN_ORDER = tuple(BACKENDS)  # the built-in backends in the registry's order (reports colour them by it)
 BUILTIN = frozenset(BACKENDS)
 
 
@@ -71,6 +72,16 @@ _register_extra(os.environ.get("XFBENCH_EXTRA_BACKENDS", ""))
 
 def backend_names() -> list[str]:
     return sorted(BACKENDS)
+
+
+def help_text() -> str:
+    """The registered backends for a command's ``--help``: the built-in ones in the registry's order, then users'.
+
+    Example:
+        >>> help_text().split(", ")[:4]
+        ['tf-graph', 'tf-eager', 'torch', 'jax']
+    """
+    return ", ".join([*BUILTIN_ORDER, *sorted(set(BACKENDS) - BUILTIN)])
 
 
 def describe(name: str) -> str:

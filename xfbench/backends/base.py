@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -74,12 +74,18 @@ class Backend(ABC):
     layout: str = "NHWC"      # the image layout this adapter computes in
     compiles: bool = False    # its step is traced/compiled (Trainer.compile_count() is an int, not None)
     slow_compile: bool = False  # compiling a model takes seconds to tens of seconds (torch.compile's inductor)
+    quiet: ClassVar[dict[str, str]] = {}  # environment that quiets its framework's logging (see quiet_env)
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (framework missing, with the install hint), or None. Imports nothing."""
         if importlib.util.find_spec(self.module) is None:
             return f"{self.module} is not installed: pip install 'xfbench[{self.extra}]'"
         return None
+
+    def quiet_env(self) -> dict[str, str]:
+        """Environment variables that keep this framework's log output down, set in the worker before the import
+        unless the user set them (the output goes to the worker's log file either way)."""
+        return dict(self.quiet)
 
     def process_env(self) -> dict[str, str]:
         """Environment variables this backend needs before its framework is imported (the worker sets them first;

@@ -9,7 +9,7 @@ Thread count: XLA's CPU thread pool follows the process's CPU affinity, which th
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -187,6 +187,9 @@ class JaxBackend(Backend):
     distribution = "jax"
     extra = "jax"
     layout = "NHWC"
+    # several frameworks' workers are alive at once: none may take a GPU's memory up front (JAX preallocates 75% by
+    # default; untested on a GPU so far); XLA's C++ logs through absl
+    quiet: ClassVar[dict[str, str]] = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "ABSL_MIN_LOG_LEVEL": "3"}
 
     def configure_threads(self, threads: int) -> None:
         """XLA:CPU sizes its pool from the cores it may use (the worker sets CPU affinity); with one thread it

@@ -274,6 +274,12 @@ class KerasBackend(Backend):
             return "keras is not installed: pip install 'xfbench[keras]'"
         return self.native.unavailable_reason()
 
+    def quiet_env(self) -> dict[str, str]:
+        """Its framework's, and TensorFlow's: Keras imports TensorFlow's data utilities where it is installed."""
+        from xfbench.backends.tensorflow import QUIET
+
+        return {**QUIET, **self.native.quiet_env()}
+
     def process_env(self) -> dict[str, str]:
         return {"KERAS_BACKEND": self.framework}
 

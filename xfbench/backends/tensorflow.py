@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -196,11 +196,20 @@ class TensorFlowTrainer(Trainer):
         return self._tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
+QUIET = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",        # TensorFlow's C++ logs
+    "TF_ENABLE_ONEDNN_OPTS": "1",       # the default, stated so the fingerprint is explicit
+    "ABSL_MIN_LOG_LEVEL": "3",
+    "GRPC_VERBOSITY": "ERROR",
+}
+
+
 class TensorFlowBackend(Backend):
     module = "tensorflow"
     distribution = "tensorflow-cpu"
     extra = "tensorflow"
     layout = "NHWC"
+    quiet: ClassVar[dict[str, str]] = QUIET
 
     def __init__(self, graph: bool, xla: bool | None = None) -> None:
         self.graph = graph

@@ -2,16 +2,17 @@
 
 For every cell (task, backend, device) and every one of ``pairs`` fresh *process pairs*:
 1. a base worker (``--base-python``) and a head worker (``--head-python``) start together (they import their
-   frameworks at the same time), then prepare the cell one after the other: in the first pair each trains and evaluates it (its
-   accuracy is in the result), in the others each builds it and runs one priming epoch;
+   frameworks at the same time), then prepare the cell one after the other: in the first pair each trains and
+   evaluates it (its accuracy is in the result), in the others each builds it and runs one priming epoch;
 2. the two take alternating timing turns (``compare.schedule`` with two participants: base-head, head-base, ...),
    with the same ``block_steps`` in both arms and every pair (fixed from the first pair's estimates);
-3. both exit. The process pair is the unit of replication (``compare.gate``), and the pairs are taken
+3. both exit. The process pair is the unit of replication (``compare.stats.gate``), and the pairs are taken
    *pair-major*: pair 1 of every cell, then pair 2 of every cell, and so on, so a cell's pairs are spread over
    the whole run instead of back to back (a shift of the machine lasting a minute or two then reaches one pair of
    several cells, not every pair of one). The default number of pairs is even, so each arm starts first in half.
-Then ``compare.gate`` gives each cell a verdict. Nothing is shared between the arms but the task: each worker runs
-its own environment's xfbench and frameworks, so both arms must have an xfbench that speaks this worker protocol.
+Then ``compare.stats.gate`` gives each cell a verdict. Nothing is shared between the arms but the task: each worker
+runs its own environment's xfbench and frameworks. The job each worker reads is written in a format its xfbench
+knows (``compare.platforms.job``, probed before any work starts), so the arms may be xfbench versions apart.
 
 Only the steady-state step time is gated. Training and phase times are recorded per arm but not compared: each
 arm's import ran beside the other's.
@@ -19,9 +20,9 @@ arm's import ran beside the other's.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import uuid
@@ -29,28 +30,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xfbench.compare.executor import Executor, LocalExecutor, WorkerError, WorkerSpec
-from xfbench.compare.gate import AB_METHOD, ALPHA, MIN_EFFECT, Verdict, ab_verdicts, exit_code
+from xfbench.compare.cells import CellState, assemble
+from xfbench.compare.engine.timing import SLOWDOWN_ENV, injected_slowdown
 from xfbench.compare.plan import Plan
-from xfbench.compare.result import Result, Turn
-from xfbench.compare.runner import CellState, Progress, Runner, Slot, assemble
-from xfbench.compare.schedule import TurnRecord, run_rounds
-from xfbench.compare.timing import SLOWDOWN_ENV, TimingOptions, block_steps_for, injected_slowdown
+from xfbench.compare.platforms.base import Executor
+from xfbench.compare.platforms.job import WorkerSpec, common_version
+from xfbench.compare.platforms.local import LocalExecutor
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.ab import AbResult
+from xfbench.compare.results.result import Result
+from xfbench.compare.runner import fix_block, unavailable
+from xfbench.compare.stats.gate import AB_METHOD, ALPHA, MIN_EFFECT, ab_verdicts
+from xfbench.compare.stats.ratios import compare_result
+from xfbench.compare.workers import Slot, Workers
 from xfbench.errors import XfbenchError
-from xfbench.machine import machine_info
+from xfbench.progress import Progress, as_progress
 
-AB_SCHEMA_VERSION = 1
 DEFAULT_PAIRS = 6  # even: each arm starts first, and times first, in half of the pairs
 # Turns of one cell's two workers are 10 to 35% apart on this shared machine (2 cores, measured Dec 2026), so a
 # pair needs many rounds for its ratio to settle; 30 rounds of 0.1 s keep one task x four backends within minutes.
 DEFAULT_TIMING = TimingOptions(rounds=30, turn_s=0.1, min_blocks=2, untimed_s=None,
                                imports="each pair's base and head workers together")
-ARMS = ("base", "head")
+# Runs in the other environment: works with every xfbench version (the job versions its worker reads: version 0
+# where xfbench.compare.worker has no JOB_VERSIONS)
 PROBE = ("import json, platform, sys\n"
          "import xfbench\n"
+         "import xfbench.compare.worker as worker\n"
          "from xfbench.machine import git_commit\n"
          "print(json.dumps({'xfbench': xfbench.__version__, 'location': xfbench.__file__, 'commit': git_commit(),\n"
-         "                  'python_version': platform.python_version(), 'executable': sys.executable}))\n")
+         "                  'python_version': platform.python_version(), 'executable': sys.executable,\n"
+         "                  'job_versions': list(getattr(worker, 'JOB_VERSIONS', [0]))}))\n")
 
 
 @dataclass
@@ -64,6 +73,11 @@ class Arm:
 
     def describe(self) -> dict[str, Any]:
         return {"python": self.python, "env": self.env, **self.info}
+
+    @property
+    def job_version(self) -> int:
+        """The job format this arm's worker reads (found by :func:`probe_arm`)."""
+        return int(self.info.get("job_version", 0))
 
 
 def probe_arm(name: str, python: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> Arm:
@@ -85,7 +99,12 @@ def probe_arm(name: str, python: str, env: dict[str, str] | None = None, timeout
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise XfbenchError(f"{flag} {python!r} cannot import xfbench ({last}); install it into that environment: "
                            f"{python} -m pip install 'xfbench[all]'")
-    return Arm(name, python, dict(env or {}), json.loads(lines[-1]))
+    info = json.loads(lines[-1])
+    version = common_version(info.get("job_versions", [0]))
+    if version is None:
+        raise XfbenchError(f"{flag} {python!r} runs xfbench {info.get('xfbench')}, whose worker reads job versions "
+                           f"{info.get('job_versions')}, none of which this xfbench writes; install one xfbench in both")
+    return Arm(name, python, dict(env or {}), {**info, "job_version": version})
 
 
 def check_slowdown(value: str | None) -> str | None:
@@ -102,86 +121,27 @@ def check_slowdown(value: str | None) -> str | None:
     return value
 
 
-@dataclass
-class AbResult:
-    """An ``ab`` run: the base and head results (the same schema as ``xfbench run``'s), the arms, the verdicts."""
-
-    base: Result
-    head: Result
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    verdicts: list[Verdict] = field(default_factory=list)
-    created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
-    machine: dict[str, Any] = field(default_factory=machine_info)
-    complete: bool = True
-
-    def decide(self) -> None:
-        self.verdicts = ab_verdicts(self.base, self.head, self.config.get("min_effect", MIN_EFFECT),
-                                    self.config.get("alpha", ALPHA))
-
-    @property
-    def exit_code(self) -> int:
-        return exit_code(self.verdicts)
-
-    def regressions(self) -> list[Verdict]:
-        return [item for item in self.verdicts if item.verdict == "regression"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "xfbench-ab", "schema_version": AB_SCHEMA_VERSION, "created": self.created,
-                "complete": self.complete, "machine": self.machine, "config": self.config, "arms": self.arms,
-                "method": AB_METHOD, "verdicts": [item.to_dict() for item in self.verdicts],
-                "base": self.base.to_dict(), "head": self.head.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AbResult:
-        if not isinstance(data, dict) or data.get("kind") != "xfbench-ab":
-            raise XfbenchError("not an xfbench ab result (no \"kind\": \"xfbench-ab\")")
-        return cls(base=Result.from_dict(data["base"]), head=Result.from_dict(data["head"]),
-                   arms=data.get("arms", {}), config=data.get("config", {}),
-                   verdicts=[Verdict.from_dict(item) for item in data.get("verdicts", [])],
-                   created=data.get("created", ""), machine=data.get("machine", {}),
-                   complete=bool(data.get("complete", True)))
-
-    def save(self, path: str) -> None:
-        from xfbench.compare.journal import write_atomic
-
-        write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-
-    @classmethod
-    def load(cls, path: str) -> AbResult:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
-
-
-@dataclass
-class ArmSlot(Slot):
-    """A slot of one arm: process ``process`` is the pair's index."""
-
-    arm: Arm | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.backend}/{self.device} ({self.arm.name if self.arm else '?'})"
-
-
-class AbRunner(Runner):
-    """Runs every cell of ``plan`` in both arms, pair by pair; ``on_pair`` sees every (base cell, head cell) measured
-    so far after each process pair."""
+class AbRunner:
+    """Runs every cell of ``plan`` in both arms, pair by pair, with a :class:`~xfbench.compare.workers.Workers`;
+    ``on_pair`` sees every (base cell, head cell) measured so far after each process pair."""
 
     def __init__(self, plan: Plan, executor: Executor, progress: Progress, arms: tuple[Arm, Arm], pairs: int,
                  on_pair: Callable[[list[tuple[Any, Any]]], None]) -> None:
-        super().__init__(plan, executor, progress, on_cell=lambda cell: None)
+        self.plan = plan
+        self.progress = progress
+        self.options = plan.timing
         self.arms = arms
         self.pairs = pairs
         self.on_pair = on_pair
+        self.workers = Workers(executor, plan.timeout, progress)
 
-    def _launch(self, slot: Slot) -> None:
-        """The slot's arm's interpreter and variables (``Runner._start`` calls this)."""
-        assert isinstance(slot, ArmSlot) and slot.arm is not None
-        slot.worker = self.executor.start(WorkerSpec(slot.backend, slot.device, self.plan.threads, self.plan.tasks,
-                                                     self.plan.malloc, python=slot.arm.python, env=slot.arm.env))
+    def _slot(self, arm: Arm, backend: str, device: str, pair: int) -> Slot:
+        plan = self.plan
+        spec = WorkerSpec(backend, device, plan.threads, plan.tasks, plan.malloc, python=arm.python, env=arm.env,
+                          job_version=arm.job_version)
+        return Slot(spec, pair, key=arm.name, name=arm.name)
 
-    def _prepare_both(self, slots: list[ArmSlot], states: dict[str, CellState], task_index: int, pair: int) -> None:
+    def _prepare_both(self, slots: list[Slot], states: dict[str, CellState], task_index: int, pair: int) -> None:
         """Both workers import at once (an import is mostly one thread), then prepare one after the other: two
         frameworks training at once on the same cores oversubscribe them (torch's tiny MLP trained 20x slower),
         and the warm-up estimates the time per step that fixes the block size."""
@@ -190,73 +150,46 @@ class AbRunner(Runner):
                       f"(pair {pair + 1}/{self.pairs})")
         message = {"op": "prepare", "task": task_index, "process": pair, "seeds": 1, "measure": True,
                    "parity": None, "warmup_s": self.options.warmup_s}
+        self.workers.start_together([(slot, states[slot.name]) for slot in slots])
         for slot in slots:
-            try:
-                self._launch(slot)
-            except OSError as error:
-                states[slot.arm.name].fail("error", f"cannot start the worker: {error}")  # type: ignore[union-attr]
-        for slot in slots:
-            state = states[slot.arm.name]  # type: ignore[union-attr]
-            if slot.worker is None or state.status != "ok":
-                continue
-            try:
-                self._start(slot)
-                reply = self._request(slot, message, "prepared", "running")
-            except WorkerError as failure:
-                state.fail("error", str(failure))
-                continue
-            state.ready[pair] = slot.ready
-            state.prepared[pair] = reply
-            if reply.get("status") != "ok":
-                state.fail(reply.get("status", "error"), reply.get("error") or "the worker gave no reason")
+            state = states[slot.name]
+            if slot.worker is not None and state.status == "ok":
+                self.workers.prepare(slot, state, message)
 
-    def _time_pair(self, slots: list[ArmSlot], states: dict[str, CellState], pair: int) -> None:
+    def _time_pair(self, slots: list[Slot], states: dict[str, CellState]) -> None:
         base, head = states["base"], states["head"]
-        if base.block_steps is None:  # the same block size in both arms and every pair
-            estimates = sorted(state.prepared[pair]["seconds_per_step"] for state in (base, head))
-            block = block_steps_for(estimates[0] + (estimates[1] - estimates[0]) / 2, self.options.min_block_s)
-            base.block_steps = head.block_steps = block
-            base.untimed_steps = head.untimed_steps = self.options.untimed_steps(estimates[0], block)
-        participants = {slot.arm.name: self._participant(slot, states[slot.arm.name])  # type: ignore[union-attr]
-                        for slot in slots}
-
-        def record(turn: TurnRecord) -> None:
-            state = states[turn.key]  # type: ignore[index]
-            state.turns.append(Turn(pair, turn.round, turn.position, round(turn.start_s, 4), turn.value["block_ms"]))
-            state.turn_replies.append(turn.value)
-
-        run_rounds(participants, self.options.rounds, "rotate", on_turn=record,
-                   warmup_rounds=self.options.warmup_rounds)
+        if base.block_steps is None:  # the same block size in both arms and every pair, from the first pair
+            seconds_per_step = statistics.mean(states[slot.name].prepared[slot.process]["seconds_per_step"]
+                                               for slot in slots)
+            fix_block(base, seconds_per_step, self.plan)
+            fix_block(head, seconds_per_step, self.plan)
+        self.workers.time([(slot, states[slot.name]) for slot in slots], self.options, order="rotate")
 
     def _pair(self, device: str, task_index: int, backend: str, states: dict[str, CellState], pair: int) -> None:
         """Process pair ``pair`` of one cell: both workers start, prepare, take their alternating turns and exit."""
         task = self.plan.tasks[task_index]
         order = self.arms if pair % 2 == 0 else self.arms[::-1]  # who starts, and who times first, alternates
-        slots = [ArmSlot(backend, device, pair, arm=arm) for arm in order]
+        slots = [self._slot(arm, backend, device, pair) for arm in order]
         try:
             self._prepare_both(slots, states, task_index, pair)
             if all(state.status == "ok" for state in states.values()):
-                self._time_pair(slots, states, pair)
+                self._time_pair(slots, states)
             for slot in slots:
-                self._release(slot, states[slot.arm.name])  # type: ignore[union-attr]
+                self.workers.release(slot, states[slot.name])
         except BaseException:  # Ctrl-C, SIGTERM: the workers may be mid-command; kill them now
             for slot in slots:
-                self._close(slot, graceful=False)
+                self.workers.close(slot, graceful=False)
             raise
         for slot in slots:
-            self._close(slot)
+            self.workers.close(slot)
         base, head = (states[arm.name] for arm in self.arms)
         self.progress(f"{task.name} on {backend}/{device}, pair {pair + 1}/{self.pairs}: "
                       + (f"head/base {self._pair_ratio(base, head, pair)}" if base.status == head.status == "ok"
                          else f"failed ({base.error or head.error})"))
-        advance = getattr(self.progress, "advance", None)
-        if advance is not None:
-            advance()
+        self.progress.advance()
 
     @staticmethod
     def _pair_ratio(base: CellState, head: CellState, pair: int) -> str:
-        import statistics
-
         def median(state: CellState) -> float:
             return statistics.median(value for turn in state.turns if turn.process == pair for value in turn.block_ms)
 
@@ -277,7 +210,7 @@ class AbRunner(Runner):
         for device in self.plan.devices:
             for index, task in enumerate(self.plan.tasks):
                 for backend in self.plan.backends:
-                    missing = self._unavailable(backend)
+                    missing = unavailable(backend)
                     if missing is not None:
                         state = CellState(task, backend, device)
                         state.fail(*missing)
@@ -303,6 +236,8 @@ class AbRunner(Runner):
                 report()
 
 
+
+
 def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: Any = None,
                threads: int | None = None, epochs: int | None = None, pairs: int | None = None,
                rounds: int | None = None, turn_s: float | None = None, min_effect: float = MIN_EFFECT,
@@ -310,8 +245,8 @@ def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: 
                ) -> tuple[Plan, Arm, Arm, int]:
     """Validate an ``ab`` request (CLI and Python API alike) and probe both interpreters, before any work starts;
     returns the plan, the two arms and the number of pairs."""
-    from xfbench.compare.gate import check_settings
     from xfbench.compare.plan import make_plan
+    from xfbench.compare.stats.gate import check_settings
 
     pairs = DEFAULT_PAIRS if pairs is None else pairs
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2:
@@ -326,7 +261,7 @@ def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: 
 
 
 def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_effect: float = MIN_EFFECT,
-           alpha: float = ALPHA, progress: Progress | None = None, output: str | None = None,
+           alpha: float = ALPHA, progress: Progress | Callable[[str], Any] | None = None, output: str | None = None,
            executor: Executor | None = None) -> AbResult:
     """Run ``plan`` in both arms and decide every cell. With ``output``, the document so far is rewritten
     (atomically) after every process pair, so an interrupted comparison keeps what it measured."""
@@ -335,22 +270,25 @@ def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_eff
     arms = {arm.name: arm.describe() for arm in (base, head)}
     outcome = AbResult(base=Result(config={**config, "arm": "base", "arm_info": arms["base"]}),
                        head=Result(config={**config, "arm": "head", "arm_info": arms["head"]}),
-                       arms=arms, config=config, complete=False)
+                       arms=arms, config=config, complete=False, method=AB_METHOD)
+
+    def decide() -> None:
+        outcome.verdicts = ab_verdicts(outcome.base, outcome.head, min_effect, alpha)
 
     def keep(cells: list[tuple[Any, Any]]) -> None:
         outcome.base.cells = [base_cell for base_cell, _ in cells]
         outcome.head.cells = [head_cell for _, head_cell in cells]
         if output:
-            outcome.decide()
+            decide()
             outcome.save(output)
 
     with executor or LocalExecutor() as running:
-        AbRunner(plan, running, progress or (lambda message: None), (base, head), pairs, keep).run()
+        AbRunner(plan, running, as_progress(progress), (base, head), pairs, keep).run()
     outcome.complete = True
     for result in (outcome.base, outcome.head):
         result.cells.sort(key=plan.order)
-        result.compare(plan.relative_to)
-    outcome.decide()
+        compare_result(result, plan.relative_to)
+    decide()
     if output:
         outcome.save(output)
     return outcome

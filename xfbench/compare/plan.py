@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench import backends
-from xfbench.compare.allocator import DEFAULT_POLICY, POLICIES
-from xfbench.compare.allocator import describe as describe_malloc
-from xfbench.compare.timing import ORDERS, SCHEDULES, TimingOptions
+from xfbench.compare.platforms.allocator import DEFAULT_POLICY, POLICIES
+from xfbench.compare.platforms.allocator import describe as describe_malloc
+from xfbench.compare.protocol import ORDERS, SCHEDULES, TimingOptions
 from xfbench.errors import XfbenchError, unknown_name
 from xfbench.machine import usable_cores
 from xfbench.tasks import DEFAULT_TASKS, Task, get_task
@@ -94,7 +94,7 @@ def _names(what: str, value: str | Sequence[Any] | None, default: Sequence[Any])
     return names
 
 
-def _positive(name: str, value: Any, kind: type = int, label: str | None = None) -> Any:
+def positive(name: str, value: Any, kind: type = int, label: str | None = None) -> Any:
     """``value`` as ``kind`` if it is a finite number > 0 (an integer for ``int``), else the error naming
     ``label`` (default: the flag ``--name``)."""
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0
@@ -130,13 +130,13 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
                            f"{', '.join(chosen_backends)}")
     timing = check_timing(timing or TimingOptions())
     cores = usable_cores()
-    threads = cores if threads is None else _positive("threads", threads)
+    threads = cores if threads is None else positive("threads", threads)
     if threads > cores:
         raise XfbenchError(f"--threads {threads} is more than the {cores} usable cores here; choose 1 to {cores}")
-    timeout = _positive("timeout", timeout, float)
-    seeds = _positive("seeds", seeds)
+    timeout = positive("timeout", timeout, float)
+    seeds = positive("seeds", seeds)
     if epochs is not None:
-        epochs = _positive("epochs", epochs)
+        epochs = positive("epochs", epochs)
     if target is not None:
         check_target(target)
     entries = _names("tasks", tasks, DEFAULT_TASKS)
@@ -168,14 +168,14 @@ def check_target(target: Any) -> float:
 def check_timing(options: TimingOptions) -> TimingOptions:
     """The timing options, or the one-line error for the first bad value."""
     if not isinstance(options, TimingOptions):
-        raise XfbenchError(f"timing must be an xfbench.compare.timing.TimingOptions, got {type(options).__name__}")
-    _positive("rounds", options.rounds)
-    _positive("processes", options.processes)
-    _positive("turn-seconds", options.turn_s, float)
-    _positive("", options.min_blocks, label="TimingOptions.min_blocks")
-    _positive("", options.min_block_s, float, label="TimingOptions.min_block_s")
+        raise XfbenchError(f"timing must be an xfbench.TimingOptions, got {type(options).__name__}")
+    positive("rounds", options.rounds)
+    positive("processes", options.processes)
+    positive("turn-seconds", options.turn_s, float)
+    positive("", options.min_blocks, label="TimingOptions.min_blocks")
+    positive("", options.min_block_s, float, label="TimingOptions.min_block_s")
     if options.untimed_s is not None:
-        _positive("", options.untimed_s, float, label="TimingOptions.untimed_s (or None: one untimed block)")
+        positive("", options.untimed_s, float, label="TimingOptions.untimed_s (or None: one untimed block)")
     if isinstance(options.warmup_rounds, bool) or not isinstance(options.warmup_rounds, int) or options.warmup_rounds < 0:
         raise XfbenchError(f"TimingOptions.warmup_rounds must be an integer >= 0, got {options.warmup_rounds!r}")
     warmup = options.warmup_s

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xfbench.compare.timing import ORDERS
+from xfbench.compare.protocol import ORDERS
 from xfbench.errors import unknown_name
 
 

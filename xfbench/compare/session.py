@@ -1,6 +1,6 @@
 """A whole run: plan -> runner -> result, with every finished cell on disk as it finishes, and resuming.
 
-With an ``output`` path, cells are appended to ``OUTPUT.partial`` (``compare.journal``) as they finish; a run killed
+With an ``output`` path, cells are appended to ``OUTPUT.partial`` (``results.journal``) as they finish; a run killed
 or interrupted keeps them there, and ``resume`` runs only the cells still missing, then writes the whole result to
 ``OUTPUT`` and removes the partial file. A resumed run must be the same plan: same tasks (by their spec hash),
 backends, devices, threads, seeds, allocator policy and timing protocol.
@@ -12,13 +12,18 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from xfbench.compare.executor import PlanExecutor
-from xfbench.compare.journal import Journal, partial_path, read_result
 from xfbench.compare.plan import Plan, make_plan
-from xfbench.compare.result import Cell, Result
-from xfbench.compare.runner import LocalPlanExecutor, Progress
-from xfbench.compare.timing import TimingOptions
+from xfbench.compare.platforms.base import PlanExecutor
+from xfbench.compare.protocol import TimingOptions
+from xfbench.compare.results.cell import Cell
+from xfbench.compare.results.files import partial_path
+from xfbench.compare.results.journal import Journal
+from xfbench.compare.results.result import Result
+from xfbench.compare.runner import LocalPlanExecutor
+from xfbench.compare.stats.parity import ParityOptions, judge
+from xfbench.compare.stats.ratios import compare_result
 from xfbench.errors import XfbenchError
+from xfbench.progress import Progress, as_progress
 
 SAME_PLAN = ("tasks", "task_hashes", "backends", "devices", "threads", "seeds", "timing")
 
@@ -27,7 +32,7 @@ def previous_run(output: str) -> Result | None:
     """The saved (or partial) result at ``output``, or None when there is neither."""
     if not (os.path.exists(output) or os.path.exists(partial_path(output))):
         return None
-    return read_result(output)
+    return Result.load(output)
 
 
 def check_same_plan(previous: Result, config: dict[str, Any], output: str) -> None:
@@ -69,7 +74,7 @@ def plan_from_result(previous: Result, output: str, timeout: float | None = None
         raise XfbenchError(f"cannot resume {output!r}: its config lacks {error}") from None
 
 
-def execute(plan: Plan, progress: Progress | None = None, output: str | None = None, resume: bool = False,
+def execute(plan: Plan, progress: Progress | Callable[[str], Any] | None = None, output: str | None = None, resume: bool = False,
             config: dict[str, Any] | None = None, finish: Callable[[Result], None] | None = None,
             executor: PlanExecutor | None = None) -> Result:
     """Run ``plan`` and return its result (also written to ``output`` when given).
@@ -80,7 +85,7 @@ def execute(plan: Plan, progress: Progress | None = None, output: str | None = N
     ``executor``: where the cells run (default: this machine); it is closed when the run ends.
     """
     with executor or LocalPlanExecutor() as running:
-        return _execute(plan, running, progress, output, resume, dict(config or plan.describe()), finish)
+        return _execute(plan, running, as_progress(progress), output, resume, dict(config or plan.describe()), finish)
 
 
 def _execute(plan: Plan, executor: PlanExecutor, progress: Progress | None, output: str | None, resume: bool,
@@ -100,13 +105,13 @@ def _execute(plan: Plan, executor: PlanExecutor, progress: Progress | None, outp
     journal = None
     if output:
         header = {key: value for key, value in result.to_dict().items() if key not in ("cells", "comparisons")}
-        journal = Journal(output, header, kept)
+        journal = Journal(output, header, [cell.to_dict() for cell in kept])
     cells: list[Cell] = []
 
     def keep(cell: Cell) -> None:
         cells.append(cell)
         if journal is not None:
-            journal.append(cell)
+            journal.append(cell.to_dict())
 
     try:
         executor.run(plan, progress, keep, kept)
@@ -117,7 +122,18 @@ def _execute(plan: Plan, executor: PlanExecutor, progress: Progress | None, outp
     result.cells = sorted(kept + cells, key=plan.order)
     if finish is not None:
         finish(result)
-    result.compare(plan.relative_to)
+    compare_result(result, plan.relative_to)
     if journal is not None:
-        journal.finish(result)
+        journal.finish(result.to_json() + "\n")
     return result
+
+
+def run_with_parity(plan: Plan, options: ParityOptions, progress: Progress | Callable[[str], Any] | None,
+                    only: bool = False, output: str | None = None, executor: PlanExecutor | None = None) -> Result:
+    """Run the plan with parity checked in every cell (``only``: parity alone, no training or timing), then judge
+    the backends against the reference and each other (``compare.stats.parity.judge``). Used by
+    ``xfbench.run(parity=True)`` and ``xfbench parity``."""
+    plan.parity = {**options.as_dict(), "only": only}
+    tasks = {task.name: task for task in plan.tasks}
+    return execute(plan, progress, output=output, config={**plan.describe(), "parity": options.as_dict()},
+                   finish=lambda result: judge(result, tasks, options), executor=executor)

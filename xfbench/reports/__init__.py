@@ -2,7 +2,7 @@
 the shared row model (``reports.model``); printing and exit codes stay in the CLI.
 
 Example:
-    >>> from xfbench.compare.result import Result
+    >>> from xfbench.compare.results.result import Result
     >>> render(Result(), "csv").splitlines()[0].split(",")[:4]
     ['task', 'device', 'device_name', 'backend']
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from xfbench.errors import unknown_name
 
 if TYPE_CHECKING:
-    from xfbench.compare.result import Result
+    from xfbench.compare.results.result import Result
 
 FORMATS = ("csv", "html", "md", "text")
 
@@ -48,7 +48,7 @@ def render(result: Result, fmt: str, target: float | None = None) -> str:
 
 def write(result: Result, path: str, fmt: str, target: float | None = None) -> None:
     """Render and write atomically (a reader never sees half a report)."""
-    from xfbench.compare.journal import write_atomic
+    from xfbench.compare.results.files import write_atomic
 
     write_atomic(path, render(result, fmt, target))
 

@@ -11,7 +11,7 @@ import csv
 import io
 from typing import Any
 
-from xfbench.compare.result import Result
+from xfbench.compare.results.result import Result
 from xfbench.reports.model import Row, groups
 
 COLUMNS = (

@@ -8,7 +8,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from xfbench.compare.gate import Verdict
+from xfbench.compare.results.ab import Verdict
 from xfbench.reports import numbers
 from xfbench.reports.markdown import _table, escape
 

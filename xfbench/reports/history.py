@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from xfbench.compare.history import METHOD, Series
+from xfbench.compare.stats.history import METHOD, Series
 from xfbench.reports import numbers
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import html
 import json
 from typing import Any
 
-from xfbench.compare.result import Result
+from xfbench.compare.results.result import Result
 from xfbench.reports import numbers, plots, table
 from xfbench.reports.model import Group, groups, nodes_line, threads_text
 

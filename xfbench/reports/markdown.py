@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from xfbench.compare.result import Result
+from xfbench.compare.results.result import Result
 from xfbench.reports import table
 from xfbench.reports.model import groups, nodes_line, threads_text
 

@@ -13,9 +13,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from xfbench.compare.parity import summary as parity_summary
-from xfbench.compare.result import Cell, Comparison, Ratio, Result
-from xfbench.compare.stats import SeedSpread, TimeToTarget, quality_metric, seed_spread, target_of, time_to_target
+from xfbench.compare.results.cell import Cell, quality_metric
+from xfbench.compare.results.result import Comparison, Ratio, Result
+from xfbench.compare.stats.parity import summary as parity_summary
+from xfbench.compare.stats.quality import SeedSpread, TimeToTarget, seed_spread, target_of, time_to_target
 from xfbench.reports import numbers
 
 FAULTS_WORTH_NOTING = 100  # minor page faults per step; a steady step has about none
@@ -93,7 +94,7 @@ class Group:
         """One line: which backend is fastest and by how much over the next one, and whether that is resolved.
 
         Example:
-            >>> from xfbench.compare.result import Comparison, Ratio
+            >>> from xfbench.compare.results.result import Comparison, Ratio
             >>> c = Comparison("mlp", "cpu", "jax", [Ratio("jax", 1.0, 1.0, 1.0), Ratio("torch", 2.4, 2.3, 2.5, resolved=True)],
             ...                fastest="jax", runner_up="torch", resolved=True)
             >>> Group("mlp", "cpu", [], None, [], c, None, None).answer()

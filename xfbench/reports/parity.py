@@ -1,15 +1,15 @@
 """The parity table: per task, each backend's optimizer formula, its distance from the float64 reference and from
 the other backends of the same formula.
 
-Reads only the Result (cells with ``parity`` filled by ``compare.parity.finish``).
+Reads only the Result (cells with ``parity`` filled by ``compare.stats.parity.judge``).
 """
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from xfbench.compare.parity import summary
-from xfbench.compare.result import Result
+from xfbench.compare.results.result import Result
+from xfbench.compare.stats.parity import summary
 
 
 def _num(value: float | None) -> str:

@@ -14,28 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xfbench.reports.model import Group, Row
+from xfbench.backends import BUILTIN_ORDER
+from xfbench.errors import unknown_name
+from xfbench.reports.model import Group, Row, groups
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from xfbench.compare.results.result import Result
+
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
-KNOWN = ("tf-graph", "tf-eager", "torch", "jax", "tf-xla", "torch-compile", "keras-jax", "keras-tensorflow",
-         "keras-torch")
 BEST = "#000000"
+KINDS = ("step-time", "throughput", "quality", "phases", "curves", "distribution")
 
 
 def colour(backend: str, others: list[str] | None = None) -> str:
-    """The colour of ``backend``: fixed for the built-in ones, by order among ``others`` for the rest.
+    """The colour of ``backend``: fixed for the built-in ones (by their order in the backend registry), by order
+    among ``others`` for the rest.
 
     Example:
         >>> colour("torch"), colour("torch") == colour("torch", ["jax"])
         ('#009E73', True)
     """
-    if backend in KNOWN:
-        return OKABE_ITO[KNOWN.index(backend) % len(OKABE_ITO)]
-    unknown = sorted({*(others or []), backend} - set(KNOWN))
+    if backend in BUILTIN_ORDER:
+        return OKABE_ITO[BUILTIN_ORDER.index(backend) % len(OKABE_ITO)]
+    unknown = sorted({*(others or []), backend} - set(BUILTIN_ORDER))
     return OKABE_ITO[(4 + unknown.index(backend)) % len(OKABE_ITO)]
 
 
@@ -58,7 +62,7 @@ def svg(figure: Figure) -> str:
 
 def write_figure(figure: Figure, path: str) -> None:
     """A figure as SVG or PNG (by the file name), written atomically."""
-    from xfbench.compare.journal import write_atomic
+    from xfbench.compare.results.files import write_atomic
 
     buffer = io.BytesIO()
     if path.lower().endswith(".png"):
@@ -272,3 +276,25 @@ def figures(group: Group) -> list[tuple[str, Figure]]:
         if figure is not None:
             out.append((kind, figure))
     return out
+
+
+def result_figures(result: Result, kinds: str | list[str] | None = None, task: str | None = None,
+                   target: float | None = None) -> list[Figure]:
+    """Every chart of a result (``Result.plot``): per task and device, ``kinds`` of :data:`KINDS` (default: all
+    that have data), of ``task`` only when given.
+
+    Example:
+        >>> from xfbench.compare.results.result import Result
+        >>> result_figures(Result())
+        []
+    """
+    wanted = [kinds] if isinstance(kinds, str) else kinds
+    for kind in wanted or []:
+        if kind not in KINDS:
+            raise unknown_name("plot kind", kind, KINDS)
+    try:
+        import matplotlib.pyplot  # noqa: F401  (lets Jupyter's inline backend display the figures)
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
+    return [figure for group in groups(result, target) if task is None or group.task == task
+            for kind, figure in figures(group) if wanted is None or kind in wanted]

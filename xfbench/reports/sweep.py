@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from xfbench.compare.result import Result
+from xfbench.compare.results.result import Result
 from xfbench.reports import numbers
 
 if TYPE_CHECKING:

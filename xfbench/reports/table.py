@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tabulate import tabulate, tabulate_formats
 
-from xfbench.compare.result import Ratio, Result
+from xfbench.compare.results.result import Ratio, Result
 from xfbench.errors import unknown_name
 from xfbench.reports import numbers
 from xfbench.reports.model import Group, Row, groups

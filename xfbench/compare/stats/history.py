@@ -8,8 +8,9 @@ Change points: PELT (Killick, Fearnhead & Eckley 2012) from the ``ruptures`` lib
 medians, least-squares cost, with a penalty of ``3 σ² ln n`` (BIC's ``2 σ² ln n``, made stricter) where σ is a
 robust estimate of the run-to-run noise (the MAD of successive differences); segments of at least two runs (one
 odd run is not a change). A change is flagged when the means of the segments on both sides differ by at least
-``min_effect`` (default 5%). On simulated series of 30 runs with 3% noise (tests/test_store.py) this flags a false
-change in about 3% of series, finds a 10% step in the middle in 98% and one in the last two runs in about 80%.
+``min_effect`` (default 5%). On simulated series of 30 runs with 3% noise
+(``tests/test_gate.py::test_change_points_on_simulated_series``) this flags a false change in about 3% of series,
+finds a 10% step in the middle in 98% and one in the last two runs in about 80%.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xfbench.store import HistoryPoint
+from xfbench.compare.results.store import HistoryPoint
 
 MIN_EFFECT = 0.05
 METHOD = "PELT (ruptures), least squares on log step time, penalty 3·σ²·ln n, σ from successive differences"

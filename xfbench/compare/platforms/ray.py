@@ -3,7 +3,7 @@
 Shape, per (task, node): the driver reserves the whole node for the task (a ``STRICT_PACK`` placement group of one
 bundle holding every CPU of the node, and its GPUs, pinned to the node by its ``ray.io/node-id`` label), then starts
 one small node agent there (a Ray actor with ``num_cpus=0``, no restarts, no task retries). The agent runs xfbench's
-own local executor on its node (:class:`~xfbench.compare.runner.LocalPlanExecutor`): fresh worker processes with
+own local executor on its node (the function ``run_local`` it was given: ``compare.runner.run_plan``): fresh worker processes with
 xfbench's thread, allocator and isolation settings, the interleaved timing rounds inside one machine (no network
 call per round), and sends back each cell as it finishes (a streaming generator). Timed code never runs in a Ray
 worker process: Ray sets ``OMP_NUM_THREADS`` in its workers and wakes each of them often; xfbench's workers set
@@ -40,11 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xfbench.compare.executor import PlanExecutor
-from xfbench.compare.result import Cell, Device, Node
+from xfbench.compare.platforms.base import PlanExecutor
+from xfbench.compare.results.cell import Cell, Device, Node
 from xfbench.errors import XfbenchError
+from xfbench.machine import cpu_name, usable_cores
+from xfbench.progress import Progress, as_progress
 
-EXECUTORS = ("local", "ray")  # where a run's cells can run (xfbench run --executor)
+LocalRunner = Callable[..., None]  # run_plan(plan, progress, on_cell, done=keys): the cells of a plan on this machine
 ADDRESS_ENV = "XFBENCH_RAY_ADDRESS"
 INSTALL_HINT = "pip install 'xfbench[ray]'"
 AGENT_START_S = 120.0  # an agent's first answer (a new Ray worker process, importing xfbench)
@@ -82,23 +84,9 @@ def parse_label(text: str | tuple[str, str] | None) -> tuple[str, str] | None:
     return label.strip(), value.strip()
 
 
-def ray_executor(address: str | None, on_each: str | None, threads: int | None) -> RayPlanExecutor:
-    """The Ray executor of a request (``xfbench run --ray`` or ``xfbench.run(executor="ray")``), its values checked
-    before any work starts: the label's form, the thread count, Ray's presence."""
-    from xfbench.compare.plan import _positive
-
-    parse_label(on_each)
-    if threads is not None:
-        _positive("threads", threads)
-    import_ray()
-    return RayPlanExecutor(address=address, on_each=on_each, threads=threads)
-
-
 # ------------------------------------------------------------------------------------------- the node agent
 def node_facts() -> dict[str, Any]:
     """What the agent tells the driver about its node (runs on the node)."""
-    from xfbench.machine import cpu_name, usable_cores
-
     ray = import_ray()
     return {"pid": os.getpid(), "hostname": socket.gethostname() or platform.node(), "cpu": cpu_name(),
             "cores": os.cpu_count(), "usable_cores": usable_cores(), "ray_version": ray.__version__,
@@ -106,22 +94,20 @@ def node_facts() -> dict[str, Any]:
 
 
 class NodeAgent:
-    """Runs one sub-plan (one task, this node; the cells whose keys are in ``done`` skipped) with the local executor
-    and streams what happens, as dicts:
+    """Runs one sub-plan (one task, this node; the cells whose keys are in ``done`` skipped) with ``run_local`` (the
+    local executor) and streams what happens, as dicts:
     ``{"kind": "progress", "text"}``, ``{"kind": "cell", "cell"}``, then ``{"kind": "end", "error"}``."""
 
     def info(self) -> dict[str, Any]:
         return node_facts()
 
-    def run(self, plan: Any, done: list[tuple[str, str, str]]) -> Any:
-        from xfbench.compare.runner import run_plan
-
+    def run(self, run_local: LocalRunner, plan: Any, done: list[tuple[str, str, str]]) -> Any:
         events: queue.Queue[dict[str, Any]] = queue.Queue()
 
         def work() -> None:
             error = None
             try:
-                run_plan(plan, lambda text: events.put({"kind": "progress", "text": text}),
+                run_local(plan, lambda text: events.put({"kind": "progress", "text": text}),
                          lambda cell: events.put({"kind": "cell", "cell": cell.to_dict()}),
                          done=[tuple(key) for key in done])
             except BaseException as failure:  # reported to the driver: the unit's missing cells become error
@@ -179,14 +165,16 @@ class RayPlanExecutor(PlanExecutor):
     ``address``: a cluster to connect to (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None: ``$XFBENCH_RAY_ADDRESS``
     when set, else a one-node cluster of this machine started for the run. ``on_each``: ``"LABEL=VALUE"`` to run the
     whole matrix on every node carrying that label. ``threads``: the thread count on every node (None: each node's
-    usable cores). ``reserve_timeout``: seconds to wait for a node's CPUs to be free for a task.
+    usable cores). ``reserve_timeout``: seconds to wait for a node's CPUs to be free for a task. ``run_local``: what
+    runs a sub-plan on a node (``compare.runner.run_plan``).
     """
 
     kind = "ray"
 
-    def __init__(self, address: str | None = None, on_each: str | tuple[str, str] | None = None,
+    def __init__(self, run_local: LocalRunner, address: str | None = None, on_each: str | tuple[str, str] | None = None,
                  threads: int | None = None, reserve_timeout: float = 300.0,
                  init_options: dict[str, Any] | None = None) -> None:
+        self.run_local = run_local
         self.address = address if address is not None else os.environ.get(ADDRESS_ENV) or None
         self.on_each = parse_label(on_each)
         self.threads = threads
@@ -207,8 +195,6 @@ class RayPlanExecutor(PlanExecutor):
             options = {"log_to_driver": False, "logging_level": logging.ERROR, "include_dashboard": False,
                        **self.init_options}
             if self.address is None:  # a cluster of this machine, for the run: no idle Ray workers waiting
-                from xfbench.machine import usable_cores
-
                 options.setdefault("num_cpus", usable_cores())
                 options.setdefault("_system_config", dict(QUIET_NODE))
             began = time.perf_counter()
@@ -251,10 +237,8 @@ class RayPlanExecutor(PlanExecutor):
         self.started_here = False
 
     # ---------------------------------------------------------------------------------------------- a run
-    def run(self, plan: Any, progress: Callable[[str], None] | None, on_cell: Callable[[Cell], None],
-            done: list[Cell]) -> None:
-        say = progress or (lambda text: None)
-        advance = getattr(progress, "advance", None)
+    def run(self, plan: Any, progress: Progress | None, on_cell: Callable[[Cell], None], done: list[Cell]) -> None:
+        say = as_progress(progress)
         keys = plan.keys()
 
         def expected(task_index: int, node_id: str | None) -> set[tuple[str, str, str]]:
@@ -280,8 +264,7 @@ class RayPlanExecutor(PlanExecutor):
             unit.expected.discard(cell.key)
             cell.node = self._node(unit)
             on_cell(cell)
-            if advance is not None:
-                advance()
+            say.advance()
 
         def fail(unit: _Unit, reason: str, node_failed: bool = True) -> None:
             nonlocal suspect
@@ -364,7 +347,7 @@ class RayPlanExecutor(PlanExecutor):
         sub_plan = replace(plan, tasks=[plan.tasks[unit.task_index]], threads=threads)
         cells = sub_plan.keys()
         done = [key for key in cells if key not in unit.expected]  # finished before a resume
-        unit.stream = unit.agent.run.remote(sub_plan, done)
+        unit.stream = unit.agent.run.remote(self.run_local, sub_plan, done)
         unit.last_word = time.monotonic()
         return None
 

@@ -2,7 +2,7 @@
 
 The training loop is written here once for every backend: the same epochs, the same batches in the same order
 (``Task.epoch_order``), the same initial weights (``initial_weights``), metrics computed in NumPy from the
-backend's predictions. Timing turns then run on the prepared trainer (``timing.StepTimer``), on command.
+backend's predictions. Timing turns then run on the prepared trainer (``engine.timing.StepTimer``), on command.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from xfbench.backends.base import Backend, Trainer
-from xfbench.compare.timing import StepTimer, time_first_step
+from xfbench.compare.engine.timing import StepTimer, time_first_step
 from xfbench.tasks import initial_weights
 from xfbench.tasks.metrics import compute_metrics
 from xfbench.tasks.spec import Task
@@ -109,7 +109,7 @@ def build_train_evaluate(backend: Backend, task: Task, device_kind: str
 
 def steady_state_timer(trainer: Trainer, task: Task, slowdown: float = 0.0) -> StepTimer:
     """The timer for steady-state steps after training: the batches of the epoch after the last trained one
-    (``slowdown``: the test-only injected slowdown of ``compare.timing``)."""
+    (``slowdown``: the test-only injected slowdown of ``engine.timing``)."""
     trainer.set_epoch(task.epoch_order(task.epochs))
     return StepTimer(trainer, task.steps_per_epoch, slowdown)
 

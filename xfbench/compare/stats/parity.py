@@ -1,31 +1,23 @@
-"""Parity: does every backend compute the same function? Measured against the float64 NumPy reference.
+"""Parity's judgement: does every backend compute the same function? Pure functions of the measured differences.
 
-With identical initial weights (``initial_weights``) and identical batches (``Task.epoch_order``):
-- forward outputs on the first training batch vs ``reference.forward``: max abs difference, max relative
-  (max abs / max |reference|) and relative in norm;
-- loss and gradients (per tensor, neutral layout) vs ``reference.loss_and_grads``;
-- parameters after K optimizer steps, per tensor, relative in norm (‖a − b‖ / ‖b‖) and element-wise max abs:
-  vs the float64 reference, and between every pair of backends (the divergence a researcher would see).
-
-The worker half (:func:`cell_parity`) runs next to the framework; the parent half (:func:`finish`) compares the
-backends with each other and the reference and decides pass/fail against :class:`ParityOptions`.
+With identical initial weights (``initial_weights``) and identical batches (``Task.epoch_order``), each worker
+measures (``compare.engine.parity``): forward outputs on the first training batch against the float64 reference
+(max abs, max relative, relative in norm), loss and gradients per tensor, and its parameters after K optimizer
+steps. Here, in the parent (:func:`judge`): those parameters against the float64 reference of the backend's
+optimizer formula and between every pair of backends, and pass/fail against :class:`ParityOptions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from xfbench.backends.base import Backend
-from xfbench.compare.result import Cell, Parity, Result, TensorDiff
+from xfbench.compare.results.cell import Cell, Parity, TensorDiff
+from xfbench.compare.results.result import Result
 from xfbench.tasks import initial_weights, reference
 from xfbench.tasks.spec import Task
-
-if TYPE_CHECKING:
-    from xfbench.compare.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -55,50 +47,17 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """The element-wise maximum of |a - b| (0 for empty arrays)."""
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
 
 
-def _tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, TensorDiff]:
-    return {name: TensorDiff(relative(values[name], ref[name]), _max_abs(values[name], ref[name])) for name in ref}
+def tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, TensorDiff]:
+    """Per tensor of ``ref``: the relative difference in norm and the max abs difference of ``values``'."""
+    return {name: TensorDiff(relative(values[name], ref[name]), max_abs(values[name], ref[name])) for name in ref}
 
 
-def first_batch(task: Task) -> tuple[np.ndarray, np.ndarray]:
-    index = task.epoch_order(0)[0]
-    return task.data.x_train[index], task.data.y_train[index]
-
-
-def cell_parity(backend: Backend, task: Task, device_kind: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Worker half: this backend's forward/loss/gradient diffs vs the reference and its weights after K steps."""
-    weights = initial_weights(task)
-    x, y = first_batch(task)
-    trainer = backend.build(task, device_kind, weights)
-    outputs = trainer.predict(x)
-    ref_outputs = reference.forward(task, weights, x)
-    loss, grads = trainer.loss_and_grads(x, y)
-    ref_loss, ref_grads = reference.loss_and_grads(task, weights, x, y)
-    last = None
-    for step in range(options["steps"]):
-        epoch, batch = divmod(step, task.steps_per_epoch)
-        if batch == 0:
-            trainer.set_epoch(task.epoch_order(epoch))
-        last = trainer.train_step(batch)
-    trainer.sync(last)
-    forward_max_abs = _max_abs(outputs, ref_outputs)
-    return {
-        "forward_max_abs": forward_max_abs,
-        "forward_rel": relative(outputs, ref_outputs),
-        "forward_max_rel": forward_max_abs / max(float(np.max(np.abs(ref_outputs))), 1e-30),
-        "loss_abs": abs(loss - ref_loss),
-        "loss_rel": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
-        "grads": {name: asdict(diff) for name, diff in _tensor_diffs(grads, ref_grads).items()},
-        "steps": options["steps"],
-        "optimizer_formula": trainer.describe().get("optimizer_formula", "spec"),
-        "weights_after_steps": {name: value.tolist() for name, value in trainer.get_weights().items()},
-    }
-
-
-def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> None:
+def judge(result: Result, tasks: dict[str, Task], options: ParityOptions) -> None:
     """Parent half: compare parameters after K steps with the reference and between backends; set pass/fail.
 
     Fills ``cell.parity`` of every ok cell that has worker parity data (the raw weights are dropped).
@@ -125,12 +84,12 @@ def finish(result: Result, tasks: dict[str, Task], options: ParityOptions) -> No
         for cell in cells:
             parity = cell.parity
             assert parity is not None
-            parity.params_vs_reference = _tensor_diffs(params[cell.backend], refs[parity.optimizer_formula])
+            parity.params_vs_reference = tensor_diffs(params[cell.backend], refs[parity.optimizer_formula])
             if parity.optimizer_formula != "spec":  # the measured effect of the formula, beside the judged numbers
-                parity.params_vs_spec_reference = _tensor_diffs(params[cell.backend], refs["spec"])
+                parity.params_vs_spec_reference = tensor_diffs(params[cell.backend], refs["spec"])
             parity.formulas = dict(formulas)
             parity.params_vs_backends = {
-                other: _tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
+                other: tensor_diffs(params[cell.backend], params[other]) for other in params if other != cell.backend
             }
             parity.tolerances = options.as_dict()
         # A backend that fails against the reference must not fail the correct ones: divergence between backends
@@ -199,15 +158,3 @@ def parity_failed(result: Result) -> bool:
     """True when a cell errored or failed its parity tolerances (``xfbench parity``'s exit code 1)."""
     return any(cell.failed or (cell.ok and not (cell.parity and cell.parity.passed))
                for cell in result.cells)
-
-
-def run_with_parity(plan: Plan, options: ParityOptions, progress: Callable[[str], None] | None,
-                    only: bool = False, output: str | None = None, executor: Any = None) -> Result:
-    """Run the plan with parity checked in every cell (``only``: parity alone, no training or timing), then
-    compare the backends (:func:`finish`). Used by ``xfbench.run(parity=True)`` and ``xfbench parity``."""
-    from xfbench.compare.session import execute
-
-    plan.parity = {**options.as_dict(), "only": only}
-    tasks = {task.name: task for task in plan.tasks}
-    return execute(plan, progress, output=output, config={**plan.describe(), "parity": options.as_dict()},
-                   finish=lambda result: finish(result, tasks, options), executor=executor)

@@ -7,7 +7,7 @@ pair, a 20% trimmed mean over rounds (``scipy.stats.trim_mean``: robust to a tur
 the log ratio, and a bootstrap over rounds (``scipy.stats.bootstrap``) gives its standard error.
 
 The interval: with one process pair, the bootstrap's BCa 95% interval. With several, every process also carries
-an offset of its own that lasts its life (about 2% on these machines: see NOISE.md), which no amount of rounds
+an offset of its own that lasts its life (about 2% on this project's machines: docs/noise.md), which no amount of rounds
 averages away; the pairs are then combined as a random-effects meta-analysis (DerSimonian-Laird): the spread
 between pairs beyond what their own standard errors explain (``tau``) widens the interval. Fewer than 3 rounds give
 no interval.
@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xfbench.compare.results.result import Comparison, Ratio
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from xfbench.compare.result import Cell, Comparison, Ratio, Turn
+    from xfbench.compare.results.cell import Cell, Turn
+    from xfbench.compare.results.result import Result
 
 CONFIDENCE = 0.95
 TRIM = 0.2
@@ -102,8 +104,6 @@ def ratio(target: TurnTable, reference: TurnTable, backend: str = "", seed: int 
     """``target``'s step time relative to ``reference``'s, from turns of the same process pair and round."""
     from scipy import stats
 
-    from xfbench.compare.result import Ratio
-
     pairs = []
     for process in sorted(set(target) & set(reference)):
         rounds = sorted(set(target[process]) & set(reference[process]))
@@ -131,8 +131,6 @@ def ratio(target: TurnTable, reference: TurnTable, backend: str = "", seed: int 
 def compare_cells(cells: list[Cell], relative_to: str | None = None) -> Comparison | None:
     """Ratios of every measured cell of one task and device to the reference backend (``relative_to`` when it was
     measured, else the fastest); None when no cell was measured."""
-    from xfbench.compare.result import Comparison, Ratio
-
     measured = [cell for cell in cells if cell.ok and cell.timing.turns]
     if not measured:
         return None
@@ -172,100 +170,16 @@ def compare_cells(cells: list[Cell], relative_to: str | None = None) -> Comparis
     )
 
 
-# ------------------------------------------------------------------------------------------ accuracy
-QUALITY = ("accuracy", "r2")  # the metric a table shows, first found
-
-
-def quality_metric(cell: Cell) -> str | None:
-    """The name of the cell's quality metric (accuracy or R²), or None."""
-    return next((name for name in QUALITY if name in cell.metrics), None)
-
-
-@dataclass
-class SeedSpread:
-    """With several seeds: the gap between the backends' mean metric and the band that seed-to-seed spread
-    explains (two standard errors of a difference of means, with the largest per-backend spread)."""
-
-    metric: str
-    gap: float
-    band: float
-    seeds: int
-
-    @property
-    def within(self) -> bool:
-        return self.gap <= self.band
-
-
-def seed_spread(cells: list[Cell]) -> SeedSpread | None:
-    """Do the backends' mean metrics differ by more than their seed-to-seed spread? None with fewer than two
-    backends trained over several seeds.
-
-    Example:
-        >>> from xfbench.compare.result import Cell
-        >>> cells = [Cell("t", name, "cpu", "ok", metrics={"accuracy": 0.9},
-        ...               seed_metrics=[{"accuracy": v} for v in values])
-        ...          for name, values in (("a", [0.90, 0.92, 0.91]), ("b", [0.91, 0.93, 0.90]))]
-        >>> spread = seed_spread(cells)
-        >>> round(spread.gap, 4), spread.within
-        (0.0033, True)
-    """
-    import statistics
-
-    rows = []
-    metric = "accuracy"
-    for cell in cells:
-        name = quality_metric(cell)
-        if name is None:
-            continue
-        metric = name
-        values = [m[name] for m in cell.seed_metrics if m.get(name) is not None]
-        if len(values) > 1:
-            rows.append((statistics.mean(values), statistics.stdev(values), len(values)))
-    if len(rows) < 2:
-        return None
-    means = [mean for mean, _, _ in rows]
-    seeds = min(n for _, _, n in rows)
-    band = 2 * max(std for _, std, _ in rows) * math.sqrt(2 / seeds)
-    return SeedSpread(metric, max(means) - min(means), band, seeds)
-
-
-@dataclass
-class TimeToTarget:
-    """The training time a cell needed to first reach ``target`` on the test split (``seconds`` None: not
-    reached in ``epochs`` epochs)."""
-
-    metric: str
-    target: float
-    seconds: float | None
-    epoch: int | None
-    epochs: int
-
-
-def time_to_target(cell: Cell, target: float | None) -> TimeToTarget | None:
-    """Time-to-accuracy (MLPerf's and DAWNBench's training score): the cumulative training time at the end of the
-    first epoch whose test metric is at least ``target``. None without a curve, a target or a quality metric.
-
-    Example:
-        >>> from xfbench.compare.result import Cell, EpochPoint
-        >>> cell = Cell("t", "a", "cpu", "ok", metrics={"accuracy": 0.97},
-        ...             curve=[EpochPoint(1, 0.5, 1.0, {"accuracy": 0.8}), EpochPoint(2, 1.1, 0.5, {"accuracy": 0.96})])
-        >>> time_to_target(cell, 0.95)
-        TimeToTarget(metric='accuracy', target=0.95, seconds=1.1, epoch=2, epochs=2)
-    """
-    metric = quality_metric(cell)
-    if target is None or metric is None or not cell.curve:
-        return None
-    for point in cell.curve:
-        value = point.test.get(metric)
-        if value is not None and value >= target:
-            return TimeToTarget(metric, target, point.train_s, point.epoch, len(cell.curve))
-    return TimeToTarget(metric, target, None, None, len(cell.curve))
-
-
-def target_of(config: dict, task: str, override: float | None = None) -> float | None:
-    """The time-to-accuracy target of ``task``: ``override`` (``--target``), else the one the run recorded."""
-    if override is not None:
-        return override
-    entry = (config.get("targets") or {}).get(task)
-    value = entry.get("value") if isinstance(entry, dict) else None
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def compare_result(result: Result, relative_to: str | None = None) -> None:
+    """(Re)compute ``result.comparisons`` from the cells' raw timed turns; ``relative_to`` names the reference
+    backend (default: the fastest of each task and device). Backends are compared only within one node: cells timed
+    on different machines are never paired (``Result.compare`` calls this)."""
+    groups: dict[tuple[str, str, str | None], list[Cell]] = {}
+    for cell in result.cells:
+        groups.setdefault((cell.task, cell.device.kind, cell.node_id), []).append(cell)
+    result.comparisons = []
+    for (_, _, node), cells in groups.items():
+        comparison = compare_cells(cells, relative_to)
+        if comparison is not None:
+            comparison.node = node
+            result.comparisons.append(comparison)

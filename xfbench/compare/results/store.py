@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from xfbench.compare.results.ab import AbResult
+from xfbench.compare.results.cell import Cell, quality_metric
+from xfbench.compare.results.result import Result
 from xfbench.errors import XfbenchError
 
 STORE_ENV = "XFBENCH_STORE"
@@ -127,9 +130,10 @@ class Store:
     """A results store file. Use as a context manager, or call :meth:`close`.
 
     Example:
-        >>> import tempfile, xfbench.compare.result as r
+        >>> import tempfile
+        >>> from xfbench.compare.results.cell import Cell, Device
         >>> with Store(os.path.join(tempfile.mkdtemp(), "s.sqlite")) as store:
-        ...     run_id = store.save(r.Result(cells=[r.Cell("mlp", "torch", r.Device("cpu"), "ok")]))
+        ...     run_id = store.save(Result(cells=[Cell("mlp", "torch", Device("cpu"), "ok")]))
         ...     [row.kind for row in store.runs()]
         ['run']
     """
@@ -191,8 +195,8 @@ class Store:
     # ------------------------------------------------------------------------------------------ writing
     def save(self, result: Any, kind: str = "run", label: str | None = None, provenance: dict[str, Any] | None = None
              ) -> int:
-        """Append one run (a :class:`~xfbench.compare.result.Result`, or an ``ab`` result with ``kind="ab"``) in
-        one transaction; returns its id."""
+        """Append one run (a :class:`~xfbench.compare.results.result.Result`, or an ``ab`` result with
+        ``kind="ab"``) in one transaction; returns its id."""
         provenance = git_provenance() if provenance is None else provenance
         document = result.to_dict()
         machine = document.get("machine", {})
@@ -224,14 +228,10 @@ class Store:
         return json.loads(row[0])
 
     def load(self, run_id: int) -> Any:
-        """The saved run as a :class:`~xfbench.compare.result.Result` (an ``ab`` run as its ``AbResult``)."""
+        """The saved run as a :class:`~xfbench.compare.results.result.Result` (an ``ab`` run as its ``AbResult``)."""
         document = self.document(run_id)
         if document.get("kind") == "xfbench-ab":
-            from xfbench.compare.ab import AbResult
-
             return AbResult.from_dict(document)
-        from xfbench.compare.result import Result
-
         return Result.from_dict(document)
 
     def history(self, task: str | None = None, backend: str | None = None, device: str | None = None,
@@ -262,9 +262,7 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
     return RunRow(*values)
 
 
-def _cell_row(run_id: int, cell: Any) -> tuple[Any, ...]:
-    from xfbench.compare.stats import quality_metric
-
+def _cell_row(run_id: int, cell: Cell) -> tuple[Any, ...]:
     step = cell.timing.step_ms
     metric = quality_metric(cell)
     value = cell.metrics.get(metric) if metric else None

@@ -4,7 +4,7 @@ Two kinds of evidence, one verdict rule.
 
 ``xfbench ab`` (:func:`ab_estimate`, strong): base and head workers of a cell alive together, taking alternating
 turns, over several fresh *process pairs*. Every process carries a speed offset of its own for its whole life
-(about 2.4% between identical processes on these machines, 7-10% in about one pair in six: NOISE.md), which no
+(about 2.4% between identical processes on this project's machines, 7-10% in about one pair in six: docs/noise.md), which no
 number of turns averages away, so the process pair is the unit of replication. Per pair (:func:`pair_log_ratios`):
 in each round, log(head / base) of the two turns' fastest blocks; the median over rounds. Interference on a shared
 machine only ever adds time, so a turn's fastest block is the one least touched by it (the argument of Chen &
@@ -38,18 +38,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from xfbench.compare.stats import turn_table
+from xfbench.compare.results.ab import Verdict
+from xfbench.compare.stats.ratios import turn_table
 from xfbench.errors import XfbenchError
 
 ALPHA = 0.05
 MIN_EFFECT = 0.05
 CONFIDENCE = 0.95
-VERDICTS = ("regression", "improvement", "no change", "too noisy to decide", "not compared")
 AB_METHOD = ("per process pair: median over rounds of log(head/base) of the fastest blocks of the same round's "
              "turns; over pairs: one-sample t-test (one-sided) and 95% t interval; Holm across cells")
 CHECK_METHOD = ("unpaired turns of two runs: Mann-Whitney U (one-sided), bootstrap interval of the ratio of medians; "
@@ -67,33 +67,6 @@ class Estimate:
     p_faster: float
     replicates: int
     per_pair: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Verdict:
-    """The gate's answer for one cell (``p_value``: the Holm-corrected p of the direction of the estimate)."""
-
-    task: str
-    backend: str
-    device: str
-    verdict: str
-    reason: str
-    ratio: float | None = None
-    low: float | None = None
-    high: float | None = None
-    p_value: float | None = None
-    replicates: int = 0
-    base_ms: float | None = None
-    head_ms: float | None = None
-    per_pair: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Verdict:
-        names = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 def check_settings(min_effect: float, alpha: float = ALPHA) -> None:
@@ -286,8 +259,3 @@ def check_verdicts(baseline: Any, result: Any, min_effect: float = MIN_EFFECT, a
                               [turn.value_ms for turn in head.timing.turns])
 
     return _matched(baseline, result, estimate_of, "fewer than 3 timed turns on one side", min_effect, alpha)
-
-
-def exit_code(verdicts: Iterable[Verdict]) -> int:
-    """1 when any cell is a confirmed regression, else 0."""
-    return 1 if any(item.verdict == "regression" for item in verdicts) else 0
