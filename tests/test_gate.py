@@ -395,3 +395,58 @@ def test_an_interrupted_ab_keeps_finished_cells_and_leaves_no_worker(ab_env: dic
     head = Result.from_dict(document["head"])
     assert {turn.process for turn in head.cell("regression", "fake-ref").timing.turns} == {0}
     assert all(len({turn.round for turn in cell.timing.turns}) == 20 for cell in head.cells)  # whole pairs only
+
+
+# ------------------------------------------------------------------------------ ab across xfbench versions
+# the last commit before compare/ was repackaged: its worker reads job version 0 only
+PRE_MOVE = "38d67cf40f20ee28a3354ab412e950f573d64014"
+
+
+@pytest.fixture(scope="module")
+def pre_move_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment whose xfbench is the commit before the repackaging (from this repository's history), and one
+    with the working tree: the two arms of a CI job whose base branch is older than its head."""
+    known = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{PRE_MOVE}^{{commit}}"], capture_output=True,
+                           timeout=60)
+    if known.returncode != 0:
+        reason = f"commit {PRE_MOVE} is not in this clone's history (a shallow clone?)"
+        if os.environ.get("CI"):
+            pytest.fail(f"the cross-version ab test must run in CI: {reason}")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("ab-versions")
+    old_source = root / "old-src"
+    old_source.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", PRE_MOVE, "xfbench", "tests"], capture_output=True,
+                             check=True, timeout=120).stdout
+    subprocess.run(["tar", "-x", "-C", str(old_source)], input=archive, check=True, timeout=120)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["XFBENCH_EXTRA_BACKENDS"] = ",".join(f"{name}={target}" for name, target in AB_FAKES.items())
+    env["OLD_PYTHON"] = str(_environment(root / "old-env", old_source))
+    env["NEW_PYTHON"] = str(_environment(root / "new-env", REPO))
+    env["OLD_SOURCE"] = str(old_source)
+    return env
+
+
+@pytest.mark.parametrize("driver", ["new", "old"])
+def test_ab_works_across_the_repackaging(pre_move_env: dict[str, str], tmp_path: Path, driver: str) -> None:
+    """The base arm is the xfbench from before the move and the head arm today's; the comparison is driven from
+    either side (``xfbench ab`` run by the head's xfbench, then by the base's), each worker running its own
+    environment's xfbench. A test-only 50% slowdown of one head backend is flagged, and only it."""
+    env, out = pre_move_env, tmp_path / "ab.json"
+    driver_python = env["NEW_PYTHON"] if driver == "new" else env["OLD_PYTHON"]
+    done = subprocess.run([driver_python, "-m", "xfbench.cli", "ab", "--base-python", env["OLD_PYTHON"],
+                           "--head-python", env["NEW_PYTHON"], "--tasks", "regression", "--epochs", "2",
+                           "--backends", "fake-ref,fake-ref2", "--pairs", "3", "--rounds", "8", "--min-effect", "0.2",
+                           "--inject-slowdown", "fake-ref2=0.5", "--json", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    document = json.loads(out.read_text())
+    verdicts = {item["backend"]: item["verdict"] for item in document["verdicts"]}
+    assert verdicts["fake-ref2"] == "regression" and verdicts["fake-ref"] != "regression", document["verdicts"]
+    arms = document["arms"]
+    assert arms["base"]["location"].startswith(env["OLD_SOURCE"]) and arms["head"]["location"].startswith(str(REPO))
+    if driver == "new":  # today's driver probed what each worker reads and wrote each its own job format
+        assert (arms["base"]["job_version"], arms["head"]["job_version"]) == (0, 1)
+    for arm in ("base", "head"):
+        cell = Result.from_dict(document[arm]).cell("regression", "fake-ref2")
+        assert cell.ok and {turn.process for turn in cell.timing.turns} == {0, 1, 2}

@@ -23,7 +23,7 @@ from tests.conftest import REPO, CliRun, run_cli
 from xfbench import reports
 from xfbench.compare.results.result import Result
 from xfbench.compare.stats.quality import time_to_target
-from xfbench.reports import csvfile, markdown
+from xfbench.reports import csvfile, html, markdown, plots
 from xfbench.reports.model import groups
 
 HOSTILE = {
@@ -167,6 +167,26 @@ def test_groups_mark_the_best(result: Result):
     assert group.best_value == max(result.cells, key=lambda cell: cell.metrics["r2"]).backend
 
 
+def test_a_tie_of_every_backend_has_no_best(result: Result):
+    """The same accuracy on every backend is no backend's win: nothing bolded, no bar marked best; a tie of two for
+    the top marks both."""
+    tied = Result.from_dict(result.to_dict())
+    for cell in tied.cells:
+        cell.metrics["r2"] = 0.9749
+    (group,) = groups(tied)
+    assert group.best_values == [] and group.best_value is None
+    page = html.render(tied)
+    rows = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]
+    assert all('<td class="best">0.9749</td>' not in row for row in rows)
+    quality = dict(plots.figures(group))["quality"]
+    assert not any("best" in text.get_text() for text in quality.axes[0].texts)
+    tied.cells[0].metrics["r2"] = tied.cells[1].metrics["r2"] = 0.98
+    (group,) = groups(tied)
+    assert group.best_values == [tied.cells[0].backend, tied.cells[1].backend]
+    quality = dict(plots.figures(group))["quality"]
+    assert sum("best" in text.get_text() for text in quality.axes[0].texts) == 2
+
+
 # ---------------------------------------------------------------------------------------------- browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -189,7 +209,10 @@ def test_html_in_headless_chromium(result: Result, tmp_path):
                     if not request.url.startswith(("file:", "data:", "about:")) else None)
             page.goto(path.as_uri())
             kinds = page.eval_on_selector_all("figure.chart", "nodes => nodes.map(n => n.dataset.kind)")
-            titles = page.eval_on_selector_all("figure.chart figcaption", "nodes => nodes.map(n => n.textContent)")
+            titles = page.eval_on_selector_all("figure.chart", "nodes => nodes.map(n => n.getAttribute('aria-label'))")
+            shown = page.eval_on_selector_all(  # every text of each chart's figure: its title must be there once
+                "figure.chart", "nodes => nodes.map(n => [...n.querySelectorAll('text, figcaption')]"
+                                ".map(t => t.textContent))")
             svgs = page.eval_on_selector_all("figure.chart svg", "nodes => nodes.map(n => n.getBoundingClientRect().width)")
             text_in_svg = page.eval_on_selector_all("figure.chart svg text", "nodes => nodes.map(n => n.textContent)")
             shot = page.screenshot(full_page=True)
@@ -198,9 +221,10 @@ def test_html_in_headless_chromium(result: Result, tmp_path):
     assert problems == []
     assert kinds == ["step-time", "throughput", "quality", "phases", "curves", "distribution"]
     assert len(svgs) == len(kinds) and all(width > 300 for width in svgs), svgs
-    for title, start in zip(titles, ("Step time: ", "Throughput: ", "R² on the test split: ", "Phases: ",
-                                     "Training curves: ", "Step-time distribution: "), strict=True):
+    for title, texts, start in zip(titles, shown, ("Step time: ", "Throughput: ", "R² on the test split: ", "Phases: ",
+                                                   "Training curves: ", "Step-time distribution: "), strict=True):
         assert title.startswith(start), titles
+        assert texts.count(title) == 1, (title, texts)  # drawn once, not repeated in a caption
     assert any("best" in text for text in text_in_svg)  # the best value is marked
     import numpy as np
     from matplotlib import image

@@ -29,7 +29,7 @@ th { background: #f4f4f4; } td.best { font-weight: 700; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure.chart { margin: 0; flex: 1 1 480px; max-width: calc(50% - 0.5rem); }
 @media (max-width: 900px) { figure.chart { max-width: 100%; } } figure.chart svg { width: 100%; height: auto; }
-figcaption { font-size: 12px; color: #555; } details { margin: 0.6rem 0; } code { font-size: 12px; }
+details { margin: 0.6rem 0; } code { font-size: 12px; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 0.3em; }
 """
 
@@ -39,13 +39,13 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _table(header: list[str], rows: list[list[str]], best: dict[int, int] | None = None) -> str:
-    """An HTML table of text; ``best`` maps a column to the row whose cell is bold."""
+def _table(header: list[str], rows: list[list[str]], best: dict[int, set[int]] | None = None) -> str:
+    """An HTML table of text; ``best`` maps a column to the rows whose cells are bold."""
     out = ["<table><thead><tr>" + "".join(f"<th>{esc(cell)}</th>" for cell in header) + "</tr></thead><tbody>"]
     for index, row in enumerate(rows):
         cells = []
         for column, cell in enumerate(row):
-            mark = ' class="best"' if best and best.get(column) == index else ""
+            mark = ' class="best"' if best and index in best.get(column, ()) else ""
             cells.append(f"<td{mark}>{esc(cell)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "".join(out) + "</tbody></table>"
@@ -56,12 +56,11 @@ def group_table(group: Group) -> str:
     header = table.headers(group)
     rows = [table.cells(group, row) for row in group.rows]
     names = [row.backend for row in group.rows]
-    best = {}
-    for column, winner in ((2, group.best_step), (1, group.best_value)):
-        if winner in names:
-            best[column] = names.index(winner)
-    if group.target is not None and group.best_target in names:
-        best[header.index(f"to {group.metric_label} {group.target:g}")] = names.index(group.best_target)
+    best = {2: {names.index(group.best_step)} if group.best_step in names else set(),
+            1: {names.index(name) for name in group.best_values}}
+    if group.target is not None:
+        best[header.index(f"to {group.metric_label} {group.target:g}")] = {names.index(name)
+                                                                           for name in group.best_targets}
     return _table(header, rows, best)
 
 
@@ -101,8 +100,9 @@ def charts(group: Group) -> str:
     out = []
     for kind, figure in plots.figures(group):
         title = figure.axes[0].get_title(loc="left") or (figure.get_suptitle() if hasattr(figure, "get_suptitle") else "")
+        # the chart's own title says what it shows: no caption repeating it
         out.append(f'<figure class="chart" data-kind="{esc(kind)}" aria-label="{esc(title)}">{plots.svg(figure)}'
-                   f"<figcaption>{esc(title)}</figcaption></figure>")
+                   "</figure>")
     return f'<div class="charts">{"".join(out)}</div>'
 
 
@@ -129,7 +129,7 @@ def sweep_section(result: Result) -> str:
     title = chart.axes[0].get_title(loc="left")
     return (f"<section><h2>Scaling</h2><p class=\"meta\">{esc(text[0])}</p><pre>{esc(chr(10).join(text[1:]))}</pre>"
             f'<div class="charts"><figure class="chart" data-kind="sweep" aria-label="{esc(title)}">'
-            f"{plots.svg(chart)}<figcaption>{esc(title)}</figcaption></figure></div></section>")
+            f"{plots.svg(chart)}</figure></div></section>")
 
 
 def about(result: Result) -> str:

@@ -81,14 +81,27 @@ class Group:
         return min(timed, key=lambda row: row.cell.step_ms() or 0).backend if timed else None
 
     @property
+    def best_values(self) -> list[str]:
+        """The backends with the highest quality metric; none when every scored backend has the same value (nobody
+        is best: the same accuracy on all four is the expected outcome of identical computations)."""
+        return winners({row.backend: row.value for row in self.rows if row.value is not None}, lowest=False)
+
+    @property
     def best_value(self) -> str | None:
-        scored = [row for row in self.rows if row.value is not None]
-        return max(scored, key=lambda row: row.value or 0).backend if scored else None
+        """The one backend with the highest quality metric, or None (none scored, or a tie)."""
+        best = self.best_values
+        return best[0] if len(best) == 1 else None
+
+    @property
+    def best_targets(self) -> list[str]:
+        """The backends that reached the target in the least training time (none when all took the same)."""
+        return winners({row.backend: row.target.seconds for row in self.rows
+                        if row.target is not None and row.target.seconds is not None}, lowest=True)
 
     @property
     def best_target(self) -> str | None:
-        reached = [row for row in self.rows if row.target is not None and row.target.seconds is not None]
-        return min(reached, key=lambda row: row.target.seconds or 0).backend if reached else None  # type: ignore[union-attr]
+        best = self.best_targets
+        return best[0] if len(best) == 1 else None
 
     def answer(self) -> str | None:
         """One line: which backend is fastest and by how much over the next one, and whether that is resolved.
@@ -134,6 +147,21 @@ class Group:
             lines.append(f"first to {self.metric_label} {self.target:g}: {best}, after "
                          f"{numbers.duration(row.target.seconds)} of training (epoch {row.target.epoch})")  # type: ignore[union-attr]
         return lines
+
+
+def winners(values: dict[str, float], lowest: bool) -> list[str]:
+    """The keys whose value is the best (lowest or highest), in order; none when every value is the same (with two
+    or more values: a tie of all is no winner).
+
+    Example:
+        >>> winners({"a": 0.97, "b": 0.98, "c": 0.98}, lowest=False), winners({"a": 0.97, "b": 0.97}, lowest=False)
+        (['b', 'c'], [])
+    """
+    if not values:
+        return []
+    best = min(values.values()) if lowest else max(values.values())
+    found = [key for key, value in values.items() if value == best]
+    return [] if len(found) == len(values) > 1 else found
 
 
 def spread_text(spread: SeedSpread) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from xfbench.backends import BUILTIN_ORDER
 from xfbench.errors import unknown_name
-from xfbench.reports.model import Group, Row, groups
+from xfbench.reports.model import Group, Row, groups, winners
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,10 +72,10 @@ def write_figure(figure: Figure, path: str) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _bars(group: Group, rows: list[Row], values: list[float], title: str, label: str, best: str | None,
+def _bars(group: Group, rows: list[Row], values: list[float], title: str, label: str, best: list[str],
           spread: tuple[list[float], list[float]] | None = None, log: bool = False, fmt: Any = None) -> Figure:
-    """Horizontal bars, one per row, in the backends' colours; ``spread`` = (below, above) error bars; the best
-    bar outlined and labelled."""
+    """Horizontal bars, one per row, in the backends' colours; ``spread`` = (below, above) error bars; the best bars
+    (none for a tie of all) outlined and labelled."""
     figure = _figure(6.4, 0.9 + 0.42 * len(rows))
     axes = figure.add_subplot()
     names = [row.backend for row in rows]
@@ -92,7 +92,7 @@ def _bars(group: Group, rows: list[Row], values: list[float], title: str, label:
     beyond = [0.0] * len(rows) if spread is None else spread[1]
     for bar, name, value, extra in zip(bars, names, values, beyond, strict=True):
         text = fmt(value) if fmt else f"{value:.3g}"
-        if name == best:
+        if name in best:
             bar.set_edgecolor(BEST)
             bar.set_linewidth(2)
             text += "  ★ best"
@@ -119,7 +119,7 @@ def step_time(group: Group) -> Figure | None:
         low.append(max(0.0, step.median - q25))  # type: ignore[union-attr]
         high.append(max(0.0, q75 - step.median))  # type: ignore[union-attr]
     return _bars(group, rows, medians, f"Step time: {group.title} (lower is better)",
-                 "ms per training step (median; bars: interquartile range)", group.best_step,
+                 "ms per training step (median; bars: interquartile range)", [group.best_step] if group.best_step else [],
                  spread=(low, high), log=True, fmt=numbers.step_time)
 
 
@@ -131,7 +131,7 @@ def throughput(group: Group) -> Figure | None:
     if not rows:
         return None
     values = [row.cell.timing.samples_per_s for row in rows]
-    best = max(rows, key=lambda row: row.cell.timing.samples_per_s or 0).backend
+    best = winners({row.backend: row.cell.timing.samples_per_s for row in rows}, lowest=False)  # type: ignore[misc]
     return _bars(group, rows, values, f"Throughput: {group.title} (higher is better)",  # type: ignore[arg-type]
                  "training samples per second", best, log=True, fmt=lambda v: numbers.rate(v, ""))
 
@@ -144,7 +144,7 @@ def quality(group: Group) -> Figure | None:
     values = [row.value for row in rows]
     errors = [row.std or 0.0 for row in rows]
     figure = _bars(group, rows, values, f"{group.metric_label.capitalize()} on the test split: {group.title} "  # type: ignore[arg-type]
-                   "(higher is better)", group.metric_label, group.best_value, spread=(errors, errors),
+                   "(higher is better)", group.metric_label, group.best_values, spread=(errors, errors),
                    fmt=lambda v: f"{v:.4f}")
     axes = figure.axes[0]
     top = max(v + e for v, e in zip(values, errors, strict=True))  # type: ignore[operator]
