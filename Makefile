@@ -1,4 +1,5 @@
-# Two commands on a fresh machine:  make run  (the comparison)  and  make test  (lint + tests).
+# Two commands on a fresh machine:  make run  (the comparison)  and  make test  (lint + tests; make test-fast: the
+# edit loop).
 # Both create .venv if missing and install xfbench with every framework, pinned by $(CONSTRAINTS).
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.xfbench-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-full parity bench bench-ray gate list screenshot clean
+.PHONY: install run test test-fast test-full parity bench bench-ray gate list screenshot clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,12 +40,23 @@ screenshot: $(STAMP)
 list: $(STAMP)
 	$(BIN)/xfbench list
 
+# Test tiers (tests/conftest.py marks each test by what it needs). make test runs all of them in two passes: the
+# unit tests and the fake-backend processes two at a time (pytest-xdist), then everything that imports a real
+# framework, starts a cluster, a browser, a kernel or virtual environments, or measures time, one at a time.
+HEAVY := frameworks or cluster or browser or notebook or venvs or serial
+FAST := not (frameworks or processes or cluster or browser or notebook or venvs)
+
 test: $(STAMP)
 	$(BIN)/ruff check xfbench tests benchmarks
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --durations=15 -m "not ($(HEAVY))" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 -m "$(HEAVY)" $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  # the edit loop: no framework, no process (checked), well under a minute
+	$(BIN)/ruff check xfbench tests benchmarks
+	XFBENCH_TEST_TIER=fast $(BIN)/python -m pytest -q -n 2 -m "$(FAST)" $(PYTEST_ARGS)
 
 test-full: $(STAMP)
-	XFBENCH_TEST_FULL=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	XFBENCH_TEST_FULL=1 $(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

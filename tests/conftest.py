@@ -1,7 +1,15 @@
 """Shared fixtures: every registered backend as a parameter, frameworks set up in-process once per backend, and one
-small real ``xfbench run`` shared by the CLI and schema tests.
+small real ``xfbench run`` shared by the CLI and schema tests; and the test tiers.
 
 A backend whose framework is not installed is *skipped* with ``Backend.unavailable_reason()`` (never a silent pass).
+
+Tiers: a test is marked by what it needs, from the fixtures it uses (:data:`FIXTURE_MARKS`) or, for the few that
+start a process with no fixture, by an explicit mark: ``frameworks`` (TensorFlow, PyTorch, JAX or Keras, in this
+process or in workers), ``processes`` (worker or CLI processes; the fake backends are NumPy only), ``cluster`` (a Ray
+cluster), ``browser`` (headless Chromium), ``notebook`` (a Jupyter kernel), ``venvs`` (virtual environments built
+for the test). The fast tier (``make test-fast``) is everything else, and it checks itself: there, starting a
+process fails the test that did it, and importing a framework fails the session. ``serial``: measures time, never
+run beside another test.
 """
 
 from __future__ import annotations
@@ -75,7 +83,28 @@ def costly(name: str) -> bool:
     return backend.slow_compile or bool(backend.process_env())
 
 
+# fixture -> the tiers a test using it (directly or through another fixture) belongs to
+FIXTURE_MARKS = {
+    "backend": ("frameworks",), "torch_backend": ("frameworks",),
+    "fakes": ("processes",), "cli": ("processes",),
+    "regression_run": ("frameworks", "processes"),
+    "cluster_run": ("cluster", "processes"),
+    "ab_env": ("venvs", "processes"), "pre_move_env": ("venvs", "processes"),
+    "chromium": ("browser",),
+    # tests/test_parity.py's: real frameworks, in this process or in workers
+    "wrong_flatten_cli": ("frameworks", "processes"), "nonsquare_parity": ("frameworks",),
+    "seeded_run": ("frameworks", "processes"),
+}
+TIERS = ("frameworks", "processes", "cluster", "browser", "notebook", "venvs")
+FAST = os.environ.get("XFBENCH_TEST_TIER") == "fast"
+PROVENANCE = ("git", "uname")  # what a result runs to record its commit and machine: allowed in the fast tier
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for mark in FIXTURE_MARKS.get(fixture, ()):
+                item.add_marker(mark)
     if FULL:
         return
     for item in items:
@@ -101,6 +130,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each registered backend (parametrized by ``pytest_generate_tests``), set up in this process."""
     return ready_backend(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """In the fast tier, a test that starts a process fails, naming the fix (a marking fixture or mark). ``git`` and
+    ``uname`` are allowed: a result records the commit and the machine it was made on (milliseconds)."""
+    if FAST and not any(request.node.get_closest_marker(tier) for tier in TIERS):
+        start = subprocess.Popen.__init__
+
+        def refuse(self: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+            if os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0]) not in PROVENANCE:
+                raise RuntimeError(f"{request.node.nodeid} starts a process in the fast tier: use a fixture that "
+                                   "marks it (tests/conftest.py FIXTURE_MARKS) or mark it @pytest.mark.processes")
+            start(self, args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The fast tier imports no framework: its promise, checked."""
+    if FAST:
+        loaded = sorted(name for name in ("torch", "tensorflow", "jax", "keras") if name in sys.modules)
+        if loaded:
+            print(f"\nfast tier: these frameworks were imported: {', '.join(loaded)}; mark the tests that need them "
+                  "(frameworks)", file=sys.stderr)
+            session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +201,23 @@ class CliRun:
 
     def document(self) -> dict[str, Any]:
         return json.loads(self.json_path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def cli() -> Any:
+    """:func:`run_cli`, for a test that runs the command line (it marks the test ``processes``)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, or a skip naming how to install it (CI installs it: .ci/run)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    return path
 
 
 def run_cli(*args: str, timeout: float = 300, **variables: str) -> subprocess.CompletedProcess[str]:

@@ -87,6 +87,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / rounds)
 """
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(not GLIBC, reason="GLIBC_TUNABLES is a glibc feature")
 def test_steady_policy_stops_refaulting_freed_memory(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)

@@ -31,16 +31,19 @@ def loaded_frameworks(code: str) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
 
 
+@pytest.mark.processes
 def test_import_loads_no_framework():
     assert loaded_frameworks("import xfbench, xfbench.cli, xfbench.compare.runner, xfbench.reports.table") == []
 
 
+@pytest.mark.processes
 def test_the_probe_can_fail():
     """The probe sees a framework module when there is one (a stand-in here, so no framework is needed)."""
     code = "import types\nsys.modules['jaxlib.xla_client'] = types.ModuleType('jaxlib.xla_client')"
     assert loaded_frameworks(code) == ["jaxlib.xla_client"]
 
 
+@pytest.mark.processes
 def test_everything_short_of_setup_loads_no_framework():
     """Every xfbench module, the parser, and every adapter (``backends.get`` + ``unavailable_reason``) import no
     framework: that happens only in ``Backend.setup``, inside a worker."""

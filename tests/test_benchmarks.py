@@ -20,6 +20,8 @@ def python(*args: str, stdin: str | None = None, timeout: float = 300) -> subpro
                           cwd=REPO)
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_native_loop_once_and_on_command():
     ready_backend("torch")
     loop = str(BENCH / "native" / "torch_loop.py")
@@ -37,6 +39,8 @@ def test_native_loop_once_and_on_command():
     assert min(turns[0]["step_ms"]) > max(turns[1]["step_ms"]), "the CNN turn should be slower than the MLP turn"
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_overhead_benchmark_end_to_end(tmp_path):
     ready_backend("torch")
     path = tmp_path / "overhead.json"
@@ -55,6 +59,7 @@ def test_overhead_benchmark_end_to_end(tmp_path):
     assert float(lines[-1].split()[-1]) == pytest.approx(max(row["ratio"] for row in document["rows"]), abs=0.005)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("args", "message"), [
     (["--backends", "pytorch"], "unknown backend 'pytorch'; choose from: tf-graph, tf-eager, torch, jax, tf-xla, "
                                 "torch-compile, keras-jax, keras-tensorflow, keras-torch"),
@@ -66,6 +71,8 @@ def test_overhead_benchmark_bad_input(args, message):
     assert done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_process_noise_script():
     ready_backend("torch")
     done = python(str(BENCH / "process_noise.py"), "--backend", "torch", "--workload", "mlp", "--runs", "2",
@@ -76,6 +83,7 @@ def test_process_noise_script():
     assert re.search(r"1 pairs of identical processes, 2 turns each: median ratio B / A per pair \d\.\d{3}$", pairs)
 
 
+@pytest.mark.processes
 def test_process_noise_bad_input():
     done = python(str(BENCH / "process_noise.py"), "--turns", "0")
     assert done.returncode == 2
@@ -107,6 +115,7 @@ def test_kept_runs_statistics():
     assert all(np.isnan(kept_runs.slopes_on_state(np.ones((3, 2)))[2]))
 
 
+@pytest.mark.processes
 def test_kept_runs_bad_input(tmp_path):
     done = python(str(BENCH / "kept_runs.py"), str(tmp_path))
     assert done.returncode == 2

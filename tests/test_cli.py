@@ -10,6 +10,7 @@ from xfbench.compare.results.result import Ratio
 from xfbench.reports.table import ratio_text
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("command", ["run", "parity", "list"])
 def test_help(command: str):
     done = run_cli(command, "--help")
@@ -18,12 +19,14 @@ def test_help(command: str):
     assert done.stderr == ""
 
 
+@pytest.mark.processes
 def test_top_level_help():
     done = run_cli("--help")
     assert done.returncode == 0
     assert all(command in done.stdout for command in ("run", "parity", "list"))
 
 
+@pytest.mark.processes
 def test_no_command_prints_help_and_exits_2():
     done = run_cli()
     assert done.returncode == 2
@@ -34,6 +37,7 @@ BACKEND_ERROR = ("xfbench: error: unknown backend 'pytorch'; choose one of: jax,
                  "tf-eager, tf-graph, tf-xla, torch, torch-compile")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("args", "expected"), [
     pytest.param(["run", "--backends", "pytorch"], BACKEND_ERROR, id="run-backend"),
     pytest.param(["run", "--backends", "torch,pytorch"], BACKEND_ERROR, id="run-second-backend"),
@@ -150,6 +154,8 @@ def test_table_shows_ratios_with_intervals(regression_run: CliRun):
     assert ("(resolved at 95%)" in answer) == bool(comparison["resolved"])
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_list():
     done = run_cli("list")
     assert done.returncode == 0, done.stderr

@@ -130,6 +130,8 @@ def test_every_trainer_describes_what_was_built(backend: Backend):
 OWN_PROCESS_TESTS = ("tests/test_conformance.py", "tests/test_parity.py", "tests/test_layouts.py", "tests/test_faults.py")
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 @pytest.mark.parametrize("name", own_process_backends())
 def test_own_process_backend(name: str):
     """A backend that needs its own process (Keras on each backend) passes the in-process conformance, parity,

@@ -117,6 +117,7 @@ def test_bad_specs_fail_at_construction(build, message: str):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.processes
 def test_a_bad_task_fails_before_any_framework_is_imported():
     code = textwrap.dedent("""
         import numpy as np, xfbench
@@ -176,6 +177,7 @@ def test_a_diverged_cell_is_reported_not_timed_and_fails_the_run(fakes, tmp_path
 
 
 # ------------------------------------------------------------------------------------------- 4. names
+@pytest.mark.processes
 def test_an_extra_backend_cannot_take_a_built_in_name():
     env = {**os.environ, "XFBENCH_EXTRA_BACKENDS": "torch=xfbench.backends.jax:JaxBackend"}
     done = subprocess.run([sys.executable, "-m", "xfbench", "list"], cwd=REPO, env=env, capture_output=True,
@@ -191,6 +193,7 @@ def test_every_cell_records_the_adapter_it_ran(fakes):
     assert result.cell("a", "fake-ref").fingerprint["adapter"] == "tests.fake_backend:ReferenceBackend"
 
 
+@pytest.mark.processes
 def test_unknown_table_format_is_refused():
     with pytest.raises(XfbenchError, match=r"^unknown table format 'fancy'; choose one of: .*github"):
         xfbench.table(Result(), "fancy")
@@ -224,6 +227,7 @@ HOSTILE_FILES = [
 ]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("text", "message"), HOSTILE_FILES, ids=[f"file-{i}" for i in range(len(HOSTILE_FILES))])
 def test_malformed_result_files_are_one_line(tmp_path, text: str, message: str):
     path = tmp_path / "result.json"
@@ -257,6 +261,7 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.processes
 def test_a_full_disk_keeps_the_previous_result(tmp_path):
     """On a 256 KiB tmpfs: a valid result saved, the disk filled, a bigger save fails with ENOSPC and leaves the
     previous file whole and no temporary file behind; the CLI says so in one line."""
@@ -376,6 +381,7 @@ def test_a_stopped_worker_does_not_outlive_the_run(fakes, tmp_path, signum):
     assert gone_within(pids, 2.0), [pid for pid in pids if alive(pid)]
 
 
+@pytest.mark.processes
 def test_a_temporary_folder_left_by_kill_9_is_swept(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

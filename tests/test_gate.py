@@ -153,6 +153,7 @@ def _writer(path: Path, runs: int, padding: int) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.processes
 def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     writers = [_writer(path, 25, 20_000) for _ in range(2)]
@@ -166,6 +167,7 @@ def test_two_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.processes
 def test_a_writer_killed_mid_save_leaves_every_earlier_run(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     writer = _writer(path, 1000, 3_000_000)  # 3 MB per run: the kill lands inside a save
@@ -204,6 +206,7 @@ def test_history_keeps_comparable_runs_and_flags_the_change(tmp_path: Path) -> N
     assert 1.15 < item.changes[0].ratio < 1.35
 
 
+@pytest.mark.processes
 def test_history_cli(tmp_path: Path) -> None:
     path = str(tmp_path / "store.sqlite")
     with Store(path) as store:
@@ -308,6 +311,7 @@ def test_ab_bad_input_is_one_line_before_any_work(ab_env: dict[str, str], args: 
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.processes
 def test_ab_names_an_interpreter_that_cannot_serve(tmp_path: Path) -> None:
     for python, message in ((str(tmp_path / "nope"), "is not an executable file"),
                             ("/bin/sh", "cannot import xfbench")):
@@ -317,6 +321,7 @@ def test_ab_names_an_interpreter_that_cannot_serve(tmp_path: Path) -> None:
         assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+@pytest.mark.processes
 def test_ab_takes_an_interpreter_relative_to_the_working_directory() -> None:
     """``--base-python .venv/bin/python`` as typed in the repository: the probe and workers run in another folder."""
     from xfbench.compare.ab import probe_arm
@@ -335,6 +340,7 @@ def _with_turns(factor: float, seed: int) -> Result:
     return result
 
 
+@pytest.mark.processes
 def test_check_cli_labels_weaker_evidence_and_gates(tmp_path: Path) -> None:
     paths = {}
     for name, factor, seed in (("base", 1.0, 1), ("same", 1.0, 2), ("slow", 1.3, 3)):
@@ -351,6 +357,7 @@ def test_check_cli_labels_weaker_evidence_and_gates(tmp_path: Path) -> None:
     assert "❌ regression" in (tmp_path / "check.md").read_text()
 
 
+@pytest.mark.processes
 def test_run_save_appends_the_run_with_its_provenance(tmp_path: Path) -> None:
     env = dict(os.environ, XFBENCH_EXTRA_BACKENDS=",".join(f"{name}={target}" for name, target in AB_FAKES.items()),
                PYTHONPATH=str(REPO))

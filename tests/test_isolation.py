@@ -125,6 +125,7 @@ def test_registered_name_wins(fakes, monkeypatch: pytest.MonkeyPatch):
     assert result.cell("ok-a", "fake-alias").status == "ok"
 
 
+@pytest.mark.processes
 def test_malformed_extra_backends_is_one_line():
     env = {**os.environ, "XFBENCH_EXTRA_BACKENDS": "no-equals-sign"}
     done = subprocess.run([sys.executable, "-m", "xfbench.cli", "run", "--backends", "torch"], capture_output=True,
@@ -146,6 +147,8 @@ def test_keras_missing_is_unsupported_with_the_keras_hint(monkeypatch: pytest.Mo
         assert KerasBackend(framework).unavailable_reason() == "keras is not installed: pip install 'xfbench[keras]'"
 
 
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_two_keras_backends_in_one_run_each_in_its_own_worker():
     """keras-jax and keras-torch in one run: each worker sets KERAS_BACKEND before importing Keras, so both run, on
     their own framework, and say so in their fingerprint and versions."""

@@ -111,6 +111,7 @@ def test_parameters_after_steps_match_reference(task_name: str, backend: Backend
         assert not np.array_equal(value, start[name]), f"{name} did not move in {STEPS} steps: the check is vacuous"
 
 
+@pytest.mark.frameworks
 def test_cnn28_backends_agree_after_adam_steps():
     """The 28x28 CNN after 10 Adam steps: every pair of backends within CNN28_BETWEEN_REL per tensor, every forward
     within CNN28_FORWARD_ABS of the reference."""
@@ -415,6 +416,8 @@ def test_summary_without_other_backends():
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_parity_cli_real_run(tmp_path):
     names = available(("torch", "jax"))
     if len(names) < 2:
@@ -442,6 +445,7 @@ def test_parity_cli_real_run(tmp_path):
         assert parity["tolerances"] == OPTIONS.as_dict()
 
 
+@pytest.mark.processes
 def test_parity_cli_steps_zero():
     done = run_cli("parity", "--steps", "0", "--tasks", "regression", "--backends", "torch")
     assert done.returncode == 2

@@ -65,6 +65,7 @@ INSTALLED = [name for name in in_process_backends() if backends.get(name).unavai
              and not backends.get(name).slow_compile]
 
 
+@pytest.mark.frameworks
 @pytest.mark.skipif(not INSTALLED, reason="no framework installed")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data())

@@ -198,6 +198,7 @@ def test_schema_3_results_load_without_nodes():
     assert loaded.cells[0].node is None and loaded.cells[0].lost is False and loaded.nodes() == []
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("args", "message"), [
     (["--on-each", "kind=a"], "--on-each places cells on Ray nodes; add --ray"),
     (["--ray", "--on-each", "kind"], "--on-each takes LABEL=VALUE"),
@@ -211,6 +212,7 @@ def test_bad_executor_requests_are_one_line_before_any_work(args, message):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.processes
 def test_an_address_that_does_not_answer_is_one_line_at_once():
     pytest.importorskip("ray")
     done = subprocess.run([sys.executable, "-m", "xfbench", "run", "--ray", "127.0.0.1:1", "--backends", "torch"],
@@ -231,6 +233,7 @@ def test_without_ray_the_ray_executor_says_how_to_install_it(monkeypatch):
         xfbench.run(tasks="regression", backends="torch", executor="dask")
 
 
+@pytest.mark.processes
 def test_a_local_run_never_imports_ray():
     code = ("import sys, xfbench; xfbench.run(tasks='regression', backends='fake-ref', epochs=1, rounds=2, "
             "processes=1, threads=1); print('ray' in sys.modules)")

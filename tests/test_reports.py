@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -188,11 +187,7 @@ def test_a_tie_of_every_backend_has_no_best(result: Result):
 
 
 # ---------------------------------------------------------------------------------------------- browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
-def test_html_in_headless_chromium(result: Result, tmp_path):
+def test_html_in_headless_chromium(result: Result, tmp_path, chromium: str):
     """The report opens in a real browser with no console errors, every chart of the task is an SVG with its
     title, and a screenshot of it is neither empty nor blank."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in xfbench[test]")
@@ -200,7 +195,7 @@ def test_html_in_headless_chromium(result: Result, tmp_path):
     reports.write(result, str(path), "html")
     problems: list[str] = []
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
@@ -280,6 +275,9 @@ def test_notebook_view_and_plots(result: Result):
 NOTEBOOK = REPO / "examples" / "compare.ipynb"
 
 
+@pytest.mark.notebook
+@pytest.mark.frameworks
+@pytest.mark.processes
 def test_example_notebook_executes(tmp_path, monkeypatch):
     """examples/compare.ipynb runs top to bottom in a real kernel (nbclient), so it cannot rot."""
     nbformat = pytest.importorskip("nbformat")
