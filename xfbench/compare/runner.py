@@ -32,6 +32,7 @@ from xfbench.compare.platforms.job import WorkerSpec
 from xfbench.compare.platforms.local import LocalExecutor
 from xfbench.compare.results.cell import Cell
 from xfbench.compare.workers import Slot, Workers
+from xfbench.machine import usable_cores
 from xfbench.progress import Progress, as_progress
 
 
@@ -203,9 +204,10 @@ class LocalPlanExecutor(PlanExecutor):
 
 
 def probe_backends(timeout: float = 120.0) -> list[list[str]]:
-    """Rows (backend, what, status, versions, devices) for ``xfbench list``; each framework imported in a worker."""
-    rows = []
-    seen: dict[str, dict[str, Any] | str] = {}
+    """Rows (backend, what, status, versions, devices) for ``xfbench list``; each framework imported in a worker of its
+    own, all at once (an import is mostly one thread)."""
+    rows: list[list[str] | str] = []  # a row, or the probe key a row waits for
+    probes: dict[str, Any] = {}
     with LocalExecutor() as executor:
         for name in backends.backend_names():
             try:
@@ -218,18 +220,27 @@ def probe_backends(timeout: float = 120.0) -> list[list[str]]:
                 rows.append([name, backends.describe(name), "not installed", "-", reason])
                 continue
             key = f"{backend.module} {sorted(backend.process_env().items())}"  # Keras: one probe per Keras backend
-            if key not in seen:
-                worker = executor.start(WorkerSpec(name, "cpu", 1))
-                try:
-                    seen[key] = request(worker, None, "ready", timeout, "importing the framework")
-                    worker.close()
-                except WorkerError as error:
-                    seen[key] = str(error)
-            info = seen[key]
-            if isinstance(info, str):
-                rows.append([name, backends.describe(name), "broken", "-", info])
-                continue
-            versions = ", ".join(f"{key} {value}" for key, value in info["versions"].items())
-            devices = "; ".join(f"{d['kind']}: {d['name']}" for d in info["devices"])
-            rows.append([name, backends.describe(name), "installed", versions, devices])
-    return rows
+            if key not in probes:
+                probes[key] = executor.start(WorkerSpec(name, "cpu", usable_cores()))  # not pinned to one core
+            rows.append(f"{name}\n{key}")
+        seen: dict[str, dict[str, Any] | str] = {}
+        for key, worker in probes.items():
+            try:
+                seen[key] = request(worker, None, "ready", timeout, "importing the framework")
+                worker.close()
+            except WorkerError as error:
+                seen[key] = str(error)
+    out = []
+    for row in rows:
+        if isinstance(row, list):
+            out.append(row)
+            continue
+        name, key = row.split("\n", 1)
+        info = seen[key]
+        if isinstance(info, str):
+            out.append([name, backends.describe(name), "broken", "-", info])
+            continue
+        versions = ", ".join(f"{item} {value}" for item, value in info["versions"].items())
+        devices = "; ".join(f"{d['kind']}: {d['name']}" for d in info["devices"])
+        out.append([name, backends.describe(name), "installed", versions, devices])
+    return out
