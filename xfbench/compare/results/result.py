@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from xfbench._version import __version__
-from xfbench.compare.results.cell import Cell, Device, Node, known_fields
+from xfbench.compare.results.cell import Cell, Node, known_fields
 from xfbench.compare.results.files import finite, jsonable, write_atomic
 from xfbench.compare.results.journal import read_document
 from xfbench.compare.results.schema import SCHEMA_VERSION, check_document, migrate
@@ -85,6 +85,7 @@ class Result:
     """All cells of one run plus the machine they ran on. ``save``/``load`` round-trip through JSON.
 
     Example:
+        >>> from xfbench.compare.results.cell import Device
         >>> result = Result(cells=[Cell("mlp", "torch", Device("cpu", "x"), "ok")])
         >>> Result.from_json(result.to_json()).cells[0].backend
         'torch'
