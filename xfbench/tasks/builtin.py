@@ -1,7 +1,7 @@
 """The built-in tasks. Each is a function of size parameters returning a :class:`Task`, so users can scale the
 work (more samples, wider layers, bigger batches) without touching the model's structure.
 
-The defaults reach the accuracy the README states on every backend; ``xfbench run`` uses them.
+The defaults reach the accuracy ``tests/test_conformance.py`` checks on every backend; ``xfbench run`` uses them.
 """
 
 from __future__ import annotations
