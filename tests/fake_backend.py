@@ -132,8 +132,9 @@ class CrashingBackend(ReferenceBackend):
     """Task "crash": the process dies (exit code 3); "crash-priming": a timing-only process dies while it builds
     (process 0 trains normally); "hang": build never returns; "raise": build raises; the task
     named by ``XFBENCH_FAKE_HANG_TASK``: build never returns; "crash-timing", "hang-timing", "raise-timing": see
-    :class:`TimingFaultTrainer`. Task "hold": build waits while the file ``$XFBENCH_FAKE_HOLD_FILE`` exists (a test
-    holds a worker where it wants it, e.g. on a Ray node, whose environment is fixed when the node starts)."""
+    :class:`TimingFaultTrainer`. Task "hold" (or the one named by ``XFBENCH_FAKE_HOLD_TASK``): build waits while the
+    file ``$XFBENCH_FAKE_HOLD_FILE`` exists (a test holds a worker where it wants it, e.g. on a Ray node, whose
+    environment is fixed when the node starts)."""
 
     name = "fake-crash"
     EXIT_CODE = 3
@@ -147,7 +148,8 @@ class CrashingBackend(ReferenceBackend):
         if task.name == "raise":
             raise RuntimeError("deliberate failure in build")
         hold = os.environ.get("XFBENCH_FAKE_HOLD_FILE")
-        while task.name == "hold" and hold and os.path.exists(hold):
+        held = ("hold", os.environ.get("XFBENCH_FAKE_HOLD_TASK"))
+        while task.name in held and hold and os.path.exists(hold):
             time.sleep(0.05)
         return TimingFaultTrainer(task, weights)
 

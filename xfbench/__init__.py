@@ -55,8 +55,10 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         processes: fresh worker processes per backend (the process, not the turn, is the unit of replication).
         sequential: time one backend after another instead of interleaving (less memory; drift not cancelled).
         relative_to: the backend step-time ratios are relative to (default: the fastest of each task).
-        output: write the result here (JSON); finished cells go to ``OUTPUT.partial`` as they finish.
-        resume: keep the cells already saved at ``output`` and run only the missing ones.
+        output: write the result here (JSON); finished cells go to ``OUTPUT.partial`` as they finish. An
+            interrupted run's partial file there is refused (resume it, or remove it).
+        resume: keep the cells already saved at ``output`` (the result or its partial file; the same plan) and run
+            only the missing ones; the whole result is written to ``output``.
         target: the time-to-accuracy target of every task (default: each task's own ``Task.target``).
         executor: where the cells run: ``"local"`` (this machine, the default) or ``"ray"`` (a Ray cluster,
             ``pip install 'xfbench[ray]'``: each task reserves a whole node and runs there with xfbench's own
@@ -77,7 +79,7 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
     from xfbench.compare.executors import plan_executor
     from xfbench.compare.plan import make_plan
     from xfbench.compare.protocol import TimingOptions
-    from xfbench.compare.session import execute, run_with_parity
+    from xfbench.compare.session import execute
     from xfbench.compare.stats.parity import ParityOptions
 
     options = timing or TimingOptions()
@@ -90,23 +92,23 @@ def run(tasks: str | Sequence[str | Task] | None = None, backends: str | Sequenc
         from xfbench.compare.results.files import check_output
 
         check_output(output)
-    if parity:
-        return run_with_parity(plan, ParityOptions(), progress, output=output, executor=placed)
-    return execute(plan, progress, output=output, resume=resume, executor=placed)
+    return execute(plan, progress, output=output, resume=resume, executor=placed,
+                   parity=ParityOptions() if parity else None)
 
 
 def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | None = None,
        backends: str | Sequence[str] | None = None, threads: int | None = None, epochs: int | None = None,
        pairs: int | None = None, rounds: int | None = None, turn_s: float | None = None, min_effect: float = 0.05,
        alpha: float = 0.05, timeout: float = 600.0, output: str | None = None, inject_slowdown: str | None = None,
-       progress: Callable[[str], None] | None = None) -> AbResult:
+       progress: Callable[[str], None] | None = None, allow_missing: bool = False) -> AbResult:
     """Time the same matrix in two Python environments together and decide, per cell, whether the head regressed.
 
     Base and head workers of each cell are alive together and take alternating turns, over ``pairs`` fresh process
     pairs (default 6, taken pair-major: pair 1 of every cell, then pair 2, ...); see ``xfbench ab --help`` and
     :mod:`xfbench.compare.stats.gate` for the statistics.
     ``inject_slowdown`` is for testing the gate only (``"0.2"`` or ``"torch=0.2"``: the head's timed blocks made
-    that much longer with real busy work). ``result.exit_code`` is 1 when a cell regressed.
+    that much longer with real busy work). ``result.exit_code`` is 1 when a cell regressed, or was missing or failed
+    in the head (unless ``allow_missing``).
 
     Example:
         >>> outcome = xfbench.ab("base/bin/python", "head/bin/python", tasks="mlp")  # doctest: +SKIP
@@ -121,17 +123,19 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
         check_output(output)
     plan, base, head, pairs = ab_request(base_python, head_python, tasks, backends, threads, epochs, pairs, rounds,
                                          turn_s, min_effect, alpha, timeout, inject_slowdown)
-    return run_ab(plan, base, head, pairs, min_effect, alpha, progress, output)
+    return run_ab(plan, base, head, pairs, min_effect, alpha, progress, output, allow_missing)
 
 
 def check(result: Result | str, baseline: Result | str, min_effect: float = 0.05, alpha: float = 0.05
           ) -> list[Verdict]:
-    """Every cell of ``result`` against the same cell of ``baseline`` (results or paths), from their saved turns:
-    weaker evidence than :func:`ab` (the runs were timed apart). See :mod:`xfbench.compare.stats.gate`."""
+    """Every cell of ``result`` against the same cell of ``baseline`` (results or paths), from their saved turns, and
+    every baseline cell the result lacks (``missing``): weaker evidence than :func:`ab` (the runs were timed apart).
+    A result with no cells is an error. See :mod:`xfbench.compare.stats.gate`."""
     from xfbench.compare.stats.gate import check_verdicts
 
     loaded = [load(item) if isinstance(item, str) else item for item in (result, baseline)]
-    return check_verdicts(loaded[1], loaded[0], min_effect, alpha)
+    return check_verdicts(loaded[1], loaded[0], min_effect, alpha,
+                          name=repr(result) if isinstance(result, str) else "the result")
 
 
 def table(result: Result, fmt: str = "simple", target: float | None = None) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from xfbench.errors import XfbenchError
@@ -67,6 +70,8 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                                                                              "regression (default: %(default)s)")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise false-alarm level across cells, "
                                                                    "Holm-corrected (default: %(default)s)")
+    parser.add_argument("--allow-missing", action="store_true", help="pass the gate even when cells of the baseline "
+                                                                     "are missing or failed (they are still reported)")
 
 
 def check_output(path: str | None) -> str | None:
@@ -90,15 +95,60 @@ def plot_path(path: str | None) -> str | None:
     return plot
 
 
-def deliver(result: Any, paths: dict[str, str], output: str | None) -> None:
-    """After a run: write the report files asked for, and say where everything went (the JSON is already there)."""
+Output = tuple[str, str, Callable[[], None]]  # (what, path, write it)
+
+
+def report_outputs(result: Any, paths: dict[str, str]) -> list[Output]:
+    """The report files asked for, as outputs for :func:`keep_outputs`."""
     from xfbench import reports
 
-    for fmt, path in paths.items():
-        reports.write(result, path, fmt)
-        print(f"xfbench: {fmt} report written to {path}", file=sys.stderr)
+    return [(f"{fmt} report", path, functools.partial(reports.write, result, path, fmt)) for fmt, path in paths.items()]
+
+
+def keep_outputs(outputs: list[Output], result: Any = None, output: str | None = None, store: Any = None,
+                 kind: str = "run") -> bool:
+    """After a run whose table is printed: write each optional output and save ``result`` to the store, every failure
+    one line naming it while the others are still written; say where everything went. When something failed and the
+    result has no file of its own (no ``--json``), it is kept in one and named, so nothing measured is lost. True
+    when everything was written."""
+    written = True
+    for what, path, write in outputs:
+        try:
+            write()
+        except (OSError, XfbenchError) as error:
+            why = getattr(error, "strerror", None) or error
+            print(f"xfbench: error: cannot write the {what} {path!r}: {why}", file=sys.stderr)
+            written = False
+        else:
+            print(f"xfbench: {what} written to {path}", file=sys.stderr)
+    if store is not None:
+        try:
+            run_id = store.save(result, kind)
+        except XfbenchError as error:
+            print(f"xfbench: error: {error}; the run is not saved there", file=sys.stderr)
+            written = False
+        else:
+            print(f"xfbench: saved as run {run_id} in {store.path}", file=sys.stderr)
+        finally:
+            store.close()
     if output:
         print(f"xfbench: result written to {output}", file=sys.stderr)
+    elif not written and result is not None:
+        print(f"xfbench: the result is kept in {keep_result(result)}", file=sys.stderr)
+    return written
+
+
+def keep_result(result: Any) -> str:
+    """Save ``result`` under a name of its own (the working folder, else the temporary one); its path."""
+    name = time.strftime("xfbench-result-%Y%m%d-%H%M%S.json")
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        path = os.path.join(folder, name)
+        try:
+            result.save(path)
+        except OSError:
+            continue
+        return path
+    raise XfbenchError("cannot keep the result: neither the working folder nor the temporary one is writable")
 
 
 @contextlib.contextmanager
@@ -130,13 +180,6 @@ def open_store(args: argparse.Namespace) -> Any:
     from xfbench.compare.results.store import Store
 
     return Store(args.store)
-
-
-def save(store: Any, result: Any, kind: str) -> None:
-    if store is not None:
-        run_id = store.save(result, kind)
-        print(f"xfbench: saved as run {run_id} in {store.path}", file=sys.stderr)
-        store.close()
 
 
 def write_summary(path: str | None, text: str) -> None:

@@ -4,6 +4,7 @@ results, weaker evidence) and ``xfbench history`` (the trend of cells over saved
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any
@@ -16,7 +17,8 @@ EPILOG_AB = """examples:
   xfbench ab --base-python base/bin/python --head-python head/bin/python --md "$GITHUB_STEP_SUMMARY" --save
   xfbench ab --base-python .venv/bin/python --head-python .venv/bin/python --tasks mlp --inject-slowdown 0.2
 
-exit codes: 0 no confirmed regression, 1 a confirmed regression (named on stderr), 2 bad input.
+exit codes: 0 no confirmed regression, 1 a confirmed regression or a cell missing or failed (named on stderr;
+--allow-missing lets the last two pass), or an output that could not be written, 2 bad input.
 """
 
 
@@ -96,20 +98,21 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     history.set_defaults(handler=command_history)
 
 
-def report_regressions(verdicts: list[Any]) -> int:
-    """Name every confirmed regression on stderr; the gate's exit code."""
-    from xfbench.compare.results.ab import exit_code
+def report_failures(verdicts: list[Any], allow_missing: bool) -> int:
+    """Name every cell that fails the gate on stderr (a regression; a cell missing or failed); the gate's exit code."""
+    from xfbench.compare.results.ab import FAILING, exit_code
 
     for item in verdicts:
-        if item.verdict == "regression":
-            print(f"xfbench: regression: {item.task} on {item.backend}/{item.device}: {item.reason}", file=sys.stderr)
-    return exit_code(verdicts)
+        if item.verdict in FAILING:
+            print(f"xfbench: {item.verdict}: {item.task} on {item.backend}/{item.device}"
+                  + (f": {item.reason}" if item.reason else ""), file=sys.stderr)
+    return exit_code(verdicts, allow_missing)
 
 
 def command_ab(args: argparse.Namespace) -> int:
     from xfbench.compare.ab import ab_request, run_ab
     from xfbench.compare.stats.gate import check_settings
-    from xfbench.reports.gate import render_markdown, render_text
+    from xfbench.reports.gate import render_ab
 
     check_settings(args.min_effect, args.alpha)
     output = common.check_output(args.json)
@@ -119,15 +122,15 @@ def command_ab(args: argparse.Namespace) -> int:
                                          args.epochs, args.pairs, args.rounds, args.turn_seconds, args.min_effect,
                                          args.alpha, args.timeout, args.inject_slowdown)
     with common.showing_progress(args.quiet, plan.num_cells * pairs, "process pairs") as progress:
-        outcome = run_ab(plan, base, head, pairs, args.min_effect, args.alpha, progress, output)
-    title = "xfbench ab"
-    evidence = "base and head timed together in alternating turns"
-    common.write_summary(summary, render_markdown(outcome.verdicts, outcome.config, title, evidence, outcome.arms))
-    if output:
-        print(f"xfbench: comparison written to {output}", file=sys.stderr)
-    common.save(store, outcome, "ab")
-    common.emit(render_text(outcome.verdicts, outcome.config, title, evidence))
-    return report_regressions(outcome.verdicts)
+        outcome = run_ab(plan, base, head, pairs, args.min_effect, args.alpha, progress, output, args.allow_missing)
+    common.emit(render_ab(outcome))
+    written = common.keep_outputs(summary_outputs(summary, render_ab(outcome, "md")), outcome, output, store, "ab")
+    return max(report_failures(outcome.verdicts, args.allow_missing), 0 if written else 1)
+
+
+def summary_outputs(path: str | None, text: str) -> list[common.Output]:
+    """The Markdown summary asked for (``--md``), as an output for ``common.keep_outputs``."""
+    return [] if path is None else [("summary", path, functools.partial(common.write_summary, path, text))]
 
 
 def command_check(args: argparse.Namespace) -> int:
@@ -138,16 +141,17 @@ def command_check(args: argparse.Namespace) -> int:
     check_settings(args.min_effect, args.alpha)
     summary = common.check_output(args.md)
     result, baseline = xfbench.load(args.result), xfbench.load(args.baseline)
-    verdicts = check_verdicts(baseline, result, args.min_effect, args.alpha)
-    config = {"min_effect": args.min_effect, "alpha": args.alpha, "threads": result.config.get("threads")}
+    verdicts = check_verdicts(baseline, result, args.min_effect, args.alpha, name=repr(args.result))
+    config = {"min_effect": args.min_effect, "alpha": args.alpha, "threads": result.config.get("threads"),
+              "allow_missing": args.allow_missing}
     evidence = "WEAKER EVIDENCE than xfbench ab: " + CHECK_METHOD
     title = "xfbench check"
     machines = [(item.machine or {}).get("cpu") for item in (baseline, result)]
     if machines[0] != machines[1]:
         evidence += f"; the runs are from different CPUs ({machines[0]} vs {machines[1]})"
-    common.write_summary(summary, render_markdown(verdicts, config, title, evidence))
     common.emit(render_text(verdicts, config, title, evidence))
-    return report_regressions(verdicts)
+    written = common.keep_outputs(summary_outputs(summary, render_markdown(verdicts, config, title, evidence)))
+    return max(report_failures(verdicts, args.allow_missing), 0 if written else 1)
 
 
 def command_history(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 def command_parity(args: argparse.Namespace) -> int:
     from xfbench.compare.plan import make_plan
-    from xfbench.compare.session import run_with_parity
+    from xfbench.compare.session import execute
     from xfbench.compare.stats.parity import ParityOptions, parity_failed
     from xfbench.progress import PrintProgress
     from xfbench.reports.parity import render
@@ -35,7 +35,7 @@ def command_parity(args: argparse.Namespace) -> int:
 
     plan = make_plan(args.tasks or ",".join(task_names()), args.backends, "cpu", timeout=args.timeout, measure=False)
     output = common.check_output(args.json)
-    result = run_with_parity(plan, ParityOptions(steps=args.steps), PrintProgress(), only=True, output=output)
+    result = execute(plan, PrintProgress(), output=output, parity=ParityOptions(steps=args.steps))
     common.emit(render(result))
     if output:
         common.emit(f"\nresult written to {output}")

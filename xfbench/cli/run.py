@@ -4,6 +4,7 @@ several sizes)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from xfbench.errors import XfbenchError
 
 if TYPE_CHECKING:
     from xfbench.compare.plan import Plan
+    from xfbench.compare.stats.parity import ParityOptions
 
 EPILOG_RUN = """examples:
   xfbench run                                   # regression, mlp, cnn on all four backends, CPU
@@ -125,36 +127,34 @@ RESUME_CONFLICTS = ("tasks", "backends", "devices", "threads", "epochs", "seeds"
                     "turn_seconds", "order", "sequential", "relative_to", "parity", "malloc", "target")
 
 
-def run_request(args: argparse.Namespace) -> tuple[Plan, str | None, bool]:
-    """The plan, output path and resume flag of ``xfbench run``, all checked before any work starts."""
+def run_request(args: argparse.Namespace) -> tuple[Plan, str | None, bool, ParityOptions | None]:
+    """The plan, output path, resume flag and parity settings of ``xfbench run``, all checked before any work
+    starts. ``--resume`` takes them from the saved run (its result or its partial file)."""
     from xfbench.compare.plan import make_plan
     from xfbench.compare.protocol import TimingOptions
-    from xfbench.compare.session import plan_from_result, previous_run
+    from xfbench.compare.session import resume_plan, target_of
+    from xfbench.compare.stats.parity import ParityOptions
 
     if args.resume is not None:
         given = [name for name in RESUME_CONFLICTS if getattr(args, name) not in (None, False)]
         if given:
             raise XfbenchError(f"--resume takes its settings from the saved run; drop --{given[0].replace('_', '-')}")
-        if args.json is not None and args.json != args.resume:
+        if args.json is not None and args.json != target_of(args.resume):
             raise XfbenchError("--resume writes to the run it resumes; drop --json")
-        output = common.check_output(args.resume)
-        previous = previous_run(output)
-        if previous is None:
-            raise XfbenchError(f"nothing to resume at {output!r} (no result and no {output}.partial)")
-        return plan_from_result(previous, output, args.timeout), output, True
+        plan, output, parity = resume_plan(common.check_output(args.resume), args.timeout)  # type: ignore[arg-type]
+        return plan, output, True, parity
     options = TimingOptions().changed(rounds=args.rounds, processes=args.processes, turn_s=args.turn_seconds,
                                       order=args.order, schedule="sequential" if args.sequential else None)
     plan = make_plan(args.tasks, args.backends, args.devices, args.threads, args.epochs,
                      600.0 if args.timeout is None else args.timeout, 1 if args.seeds is None else args.seeds,
                      timing=options, malloc=args.malloc or "steady", relative_to=args.relative_to, target=args.target)
-    return plan, common.check_output(args.json), False
+    return plan, common.check_output(args.json), False, ParityOptions() if args.parity else None
 
 
 def command_run(args: argparse.Namespace) -> int:
     import xfbench
     from xfbench.compare.executors import plan_executor
-    from xfbench.compare.session import execute, run_with_parity
-    from xfbench.compare.stats.parity import ParityOptions
+    from xfbench.compare.session import execute
     from xfbench.reports.table import check_format
 
     check_format(args.format)
@@ -163,24 +163,20 @@ def command_run(args: argparse.Namespace) -> int:
         threads, args.threads = args.threads, None
         if threads is not None and args.resume is not None:
             raise XfbenchError("--resume takes its settings from the saved run; drop --threads")
-    plan, output, resume = run_request(args)
+    plan, output, resume, parity = run_request(args)
     paths = common.report_paths(args)
     store = common.open_store(args)
     try:
         with common.showing_progress(args.quiet, plan.num_cells) as progress:
-            if args.parity:
-                result = run_with_parity(plan, ParityOptions(), progress, output=output, executor=executor)
-            else:
-                result = execute(plan, progress, output=output, resume=resume, executor=executor)
+            result = execute(plan, progress, output=output, resume=resume, executor=executor, parity=parity)
     except KeyboardInterrupt:
         if output:
             print(f"xfbench: the cells finished so far are in {output}.partial; "
                   f"finish the run with: xfbench run --resume {output}", file=sys.stderr)
         raise
-    common.deliver(result, paths, output)
-    common.save(store, result, "run")
-    common.emit(xfbench.table(result, args.format))
-    return common.failed(result)
+    common.emit(xfbench.table(result, args.format))  # first: nothing after the run may cost the table
+    written = common.keep_outputs(common.report_outputs(result, paths), result, output, store, "run")
+    return max(common.failed(result), 0 if written else 1)
 
 
 def command_sweep(args: argparse.Namespace) -> int:
@@ -199,9 +195,9 @@ def command_sweep(args: argparse.Namespace) -> int:
     plot = common.plot_path(args.plot)
     with common.showing_progress(args.quiet, plan.num_cells) as progress:
         result = execute(plan, progress, output=output, config={**plan.describe(), "sweep": config})
+    common.emit(render_text(result))  # first: nothing after the run may cost the table
+    outputs = common.report_outputs(result, paths)
     if plot is not None:
-        write_plot(result, plot)
-        print(f"xfbench: plot written to {plot}", file=sys.stderr)
-    common.deliver(result, paths, output)
-    common.emit(render_text(result))
-    return common.failed(result)
+        outputs.insert(0, ("plot", plot, functools.partial(write_plot, result, plot)))
+    written = common.keep_outputs(outputs, result, output)
+    return max(common.failed(result), 0 if written else 1)

@@ -262,10 +262,10 @@ def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: 
 
 def run_ab(plan: Plan, base: Arm, head: Arm, pairs: int = DEFAULT_PAIRS, min_effect: float = MIN_EFFECT,
            alpha: float = ALPHA, progress: Progress | Callable[[str], Any] | None = None, output: str | None = None,
-           executor: Executor | None = None) -> AbResult:
+           allow_missing: bool = False, executor: Executor | None = None) -> AbResult:
     """Run ``plan`` in both arms and decide every cell. With ``output``, the document so far is rewritten
     (atomically) after every process pair, so an interrupted comparison keeps what it measured."""
-    config = {**plan.describe(), "pairs": pairs, "min_effect": min_effect, "alpha": alpha,
+    config = {**plan.describe(), "pairs": pairs, "min_effect": min_effect, "alpha": alpha, "allow_missing": allow_missing,
               "inject_slowdown": head.env.get(SLOWDOWN_ENV) or base.env.get(SLOWDOWN_ENV)}
     arms = {arm.name: arm.describe() for arm in (base, head)}
     outcome = AbResult(base=Result(config={**config, "arm": "base", "arm_info": arms["base"]}),

@@ -65,7 +65,7 @@ def assemble(state: CellState, plan: Plan) -> Cell:
                 fingerprint=first.get("fingerprint", {}), metrics=first.get("metrics", {}),
                 seed_metrics=first.get("seed_metrics", []) if plan.seeds > 1 else [], curve=first.get("curve", []))
     if first.get("parity"):
-        cell.parity = Parity.from_worker(first["parity"])
+        cell.parity = Parity.from_dict(first["parity"])
     timing = Timing(import_s=ready.get("import_s"), protocol=plan.timing.describe() if plan.measure else {},
                     session=state.session if plan.measure else None)
     phases = first.get("phases", {})

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench import backends
+from xfbench.compare.engine.timing import injected_slowdown
 from xfbench.compare.platforms.allocator import DEFAULT_POLICY, POLICIES
 from xfbench.compare.platforms.allocator import describe as describe_malloc
 from xfbench.compare.protocol import ORDERS, SCHEDULES, TimingOptions
@@ -119,6 +120,8 @@ def make_plan(tasks: str | Sequence[str | Task] | None = None, backends_: str | 
     if names == ["all"]:
         names = backends.backend_names()
     chosen_backends = [backends.check_name(name) for name in names]
+    for name in chosen_backends:  # the test-only slowdown the workers will read: a malformed one fails here
+        injected_slowdown(name)
     chosen_devices = _names("devices", devices, ("cpu",))
     for device in chosen_devices:
         if device not in DEVICES:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tabulate import tabulate
-
-from xfbench.compare.results.ab import Verdict
+from xfbench.compare.results.ab import VERDICTS, AbResult, Verdict
 from xfbench.reports import numbers
 from xfbench.reports.markdown import _table, escape
+from xfbench.reports.table import grid, printable
 
-MARKS = {"regression": "❌", "improvement": "✅", "no change": "✔️", "too noisy to decide": "❔", "not compared": "➖"}
+MARKS = {"regression": "❌", "missing": "⛔", "failed": "🛑", "improvement": "✅", "no change": "✔️",
+         "too noisy to decide": "❔", "not compared": "➖"}
+NAMED = ("regression", "missing", "failed")  # verdicts whose cells the headline names
 HEADER = ["task", "backend", "device", "base", "head", "head/base [95%]", "verdict", "why"]
 
 
@@ -23,19 +24,28 @@ def _rows(verdicts: list[Verdict]) -> list[list[str]]:
 
 
 def headline(verdicts: list[Verdict]) -> str:
-    """One line: what the gate found, e.g. ``1 regression (mlp on torch/cpu), 3 no change``."""
+    """One line: what the gate found, e.g. ``1 regression (mlp on torch/cpu), 3 no change``; the cells of every
+    verdict that fails the gate are named.
+
+    Example:
+        >>> headline([Verdict("mlp", "jax", "cpu", "missing", ""), Verdict("mlp", "torch", "cpu", "no change", "")])
+        '1 missing (mlp on jax/cpu), 1 no change'
+    """
     counts = Counter(item.verdict for item in verdicts)
     if not counts:
         return "no cells compared"
-    regressed = [f"{item.task} on {item.backend}/{item.device}" for item in verdicts if item.verdict == "regression"]
     parts = []
-    for name in ("regression", "improvement", "no change", "too noisy to decide", "not compared"):
+    for name in VERDICTS:
         if counts[name]:
             label = f"{counts[name]} {name}" + ("s" if name in ("regression", "improvement") and counts[name] > 1 else "")
-            if name == "regression":
-                label += f" ({', '.join(regressed)})"
+            if name in NAMED:
+                label += f" ({', '.join(cell_name(item) for item in verdicts if item.verdict == name)})"
             parts.append(label)
     return ", ".join(parts)
+
+
+def cell_name(verdict: Verdict) -> str:
+    return f"{verdict.task} on {verdict.backend}/{verdict.device}"
 
 
 def settings_line(config: dict[str, Any], evidence: str) -> str:
@@ -48,12 +58,14 @@ def settings_line(config: dict[str, Any], evidence: str) -> str:
         parts.append(f"{config['threads']} threads")
     if config.get("inject_slowdown"):
         parts.append(f"TEST ONLY: head slowed by {config['inject_slowdown']}")
+    if config.get("allow_missing"):
+        parts.append("missing and failed cells allowed (--allow-missing)")
     return "; ".join(parts)
 
 
 def render_text(verdicts: list[Verdict], config: dict[str, Any], title: str, evidence: str) -> str:
-    return "\n".join([f"{title}: {headline(verdicts)}", settings_line(config, evidence), "",
-                      tabulate(_rows(verdicts), headers=HEADER, disable_numparse=True)])
+    return "\n".join([printable(f"{title}: {headline(verdicts)}"), printable(settings_line(config, evidence)), "",
+                      grid(_rows(verdicts), HEADER)])
 
 
 def render_markdown(verdicts: list[Verdict], config: dict[str, Any], title: str, evidence: str,
@@ -66,3 +78,14 @@ def render_markdown(verdicts: list[Verdict], config: dict[str, Any], title: str,
         lines.append(f"- **{escape(name)}**: `{escape(arm.get('python', ''))}`, xfbench {escape(arm.get('xfbench', '?'))}"
                      + (f" at {escape(commit)}" if commit else ""))
     return "\n".join(lines) + "\n"
+
+
+AB_TITLE = "xfbench ab"
+AB_EVIDENCE = "base and head timed together in alternating turns"
+
+
+def render_ab(outcome: AbResult, fmt: str = "text") -> str:
+    """An ``xfbench ab`` document as the terminal table (``text``) or the Markdown summary (``md``)."""
+    if fmt == "md":
+        return render_markdown(outcome.verdicts, outcome.config, AB_TITLE, AB_EVIDENCE, outcome.arms)
+    return render_text(outcome.verdicts, outcome.config, AB_TITLE, AB_EVIDENCE)

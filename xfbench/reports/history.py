@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tabulate import tabulate
-
 from xfbench.compare.stats.history import METHOD, Series
 from xfbench.reports import numbers
+from xfbench.reports.table import grid, printable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,8 +34,9 @@ def render_text(items: list[Series]) -> str:
                          numbers.step_time(point.step_ms), numbers.rate(point.samples_per_s),
                          numbers.metric(point.metric_value),
                          f"change: {change.ratio - 1:+.1%}" if change else ""])
-        lines.append(tabulate(rows, headers=["run", "created (UTC)", "commit", "versions", "step time", "throughput",
-                                             "quality", ""], disable_numparse=True))
+        lines[0] = printable(lines[0])
+        lines.append(grid(rows, ["run", "created (UTC)", "commit", "versions", "step time", "throughput", "quality",
+                                 ""]))
         blocks.append("\n".join(lines))
     if not blocks:
         return "no saved runs match (save runs with: xfbench run --save)"
@@ -45,7 +45,7 @@ def render_text(items: list[Series]) -> str:
 
 def figure(items: list[Series]) -> Figure:
     """Step time against run, one line per cell, change points as vertical lines."""
-    from xfbench.reports.plots import _figure, colour
+    from xfbench.reports.plots import _figure, colour, literal
 
     fig = _figure(7.0, 3.4)
     axes = fig.add_subplot()
@@ -55,7 +55,7 @@ def figure(items: list[Series]) -> Figure:
             continue
         xs = [point.run.id for point in item.points]
         line_colour = colour(item.backend, backends)
-        axes.plot(xs, [point.step_ms for point in item.points], marker="o", color=line_colour, label=item.label)
+        axes.plot(xs, [point.step_ms for point in item.points], marker="o", color=line_colour, label=literal(item.label))
         for change in item.changes:
             axes.axvline(change.run_id - 0.5, color=line_colour, linestyle="--", linewidth=1)
             axes.annotate(f"{change.ratio - 1:+.0%}", (change.run_id - 0.5, item.points[change.index].step_ms),

@@ -99,7 +99,7 @@ def fingerprints(group: Group) -> str:
 def charts(group: Group) -> str:
     out = []
     for kind, figure in plots.figures(group):
-        title = figure.axes[0].get_title(loc="left") or (figure.get_suptitle() if hasattr(figure, "get_suptitle") else "")
+        title = plots.shown(figure.axes[0].get_title(loc="left") or figure.get_suptitle())
         # the chart's own title says what it shows: no caption repeating it
         out.append(f'<figure class="chart" data-kind="{esc(kind)}" aria-label="{esc(title)}">{plots.svg(figure)}'
                    "</figure>")
@@ -126,7 +126,7 @@ def sweep_section(result: Result) -> str:
 
     text = sweep.render_text(result).splitlines()
     chart = sweep.figure(result)
-    title = chart.axes[0].get_title(loc="left")
+    title = plots.shown(chart.axes[0].get_title(loc="left"))
     return (f"<section><h2>Scaling</h2><p class=\"meta\">{esc(text[0])}</p><pre>{esc(chr(10).join(text[1:]))}</pre>"
             f'<div class="charts"><figure class="chart" data-kind="sweep" aria-label="{esc(title)}">'
             f"{plots.svg(chart)}</figure></div></section>")

@@ -6,10 +6,9 @@ Reads only the Result (cells with ``parity`` filled by ``compare.stats.parity.ju
 
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from xfbench.compare.results.result import Result
 from xfbench.compare.stats.parity import summary
+from xfbench.reports.table import grid, printable
 
 
 def _num(value: float | None) -> str:
@@ -41,9 +40,9 @@ def render(result: Result, fmt: str = "simple") -> str:
         headers = ["backend", "optimizer formula", "fwd max abs", "fwd rel", "loss rel", "worst grad rel (tensor)",
                    f"params rel vs ref ({tolerances.get('steps', 'K')} steps)", "params rel vs backends*",
                    "params max abs vs backends*", "verdict"]
-        text = f"{task}\n" + tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+        text = f"{printable(task)}\n" + grid(rows, headers, fmt)
         if problems:
-            text += "\nfailures:\n" + "\n".join(problems)
+            text += "\nfailures:\n" + "\n".join(printable(line) for line in problems)
         blocks.append(text)
     if any(cell.parity and cell.parity.optimizer_formula != "spec" for cell in result.cells):
         blocks.append("* between backends of the same optimizer formula. A backend of another formula (keras: Adam's "

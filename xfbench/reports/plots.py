@@ -43,6 +43,22 @@ def colour(backend: str, others: list[str] | None = None) -> str:
     return OKABE_ITO[(4 + unknown.index(backend)) % len(OKABE_ITO)]
 
 
+def literal(text: str) -> str:
+    r"""Text from a result, shown as the text it is: matplotlib reads ``$...$`` as math (and fails on what is not
+    valid math), so every dollar sign is escaped.
+
+    Example:
+        >>> literal("a $x^{$ b")
+        'a \\$x^{\\$ b'
+    """
+    return str(text).replace("$", r"\$")
+
+
+def shown(text: str) -> str:
+    """The text a chart shows for ``text`` made :func:`literal` (for labels outside the chart: HTML, accessibility)."""
+    return text.replace(r"\$", "$")
+
+
 def _figure(width: float = 6.4, height: float = 3.2) -> Figure:
     from matplotlib.figure import Figure
 
@@ -84,8 +100,8 @@ def _bars(group: Group, rows: list[Row], values: list[float], title: str, label:
     bars = axes.barh(positions, values, xerr=None if spread is None else [spread[0], spread[1]],
                      color=[colour(name, everyone) for name in names],
                      error_kw={"ecolor": "#444444", "capsize": 3, "linewidth": 1})
-    axes.set_yticks(positions, names)
-    axes.set_title(title, fontsize=11, loc="left")
+    axes.set_yticks(positions, [literal(name) for name in names])
+    axes.set_title(literal(title), fontsize=11, loc="left")
     axes.set_xlabel(label)
     if log and min(values) > 0 and max(values) / min(values) > 8:
         axes.set_xscale("log")
@@ -179,8 +195,8 @@ def phases(group: Group) -> Figure | None:
                 values.append(getattr(timing, key) or 0.0)
         axes.barh(positions, values, left=left, color=shade, label=label, edgecolor="white", linewidth=0.5)
         left += values
-    axes.set_yticks(positions, [row.backend for row in rows])
-    axes.set_title(f"Phases: {group.title} (seconds of wall time)", fontsize=11, loc="left")
+    axes.set_yticks(positions, [literal(row.backend) for row in rows])
+    axes.set_title(literal(f"Phases: {group.title} (seconds of wall time)"), fontsize=11, loc="left")
     axes.set_xlabel("seconds (process 0: import, build, train, evaluate)")
     axes.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2),
                 frameon=False)
@@ -200,7 +216,7 @@ def curves(group: Group) -> Figure | None:
     for row in rows:
         points = [point for point in row.cell.curve if point.test.get(row.metric) is not None]  # type: ignore[arg-type]
         values = [point.test[row.metric] for point in points]  # type: ignore[index]
-        style = {"color": colour(row.backend, everyone), "label": row.backend, "linewidth": 1.5, "marker": "o",
+        style = {"color": colour(row.backend, everyone), "label": literal(row.backend), "linewidth": 1.5, "marker": "o",
                  "markersize": 2.5}
         by_epoch.plot([point.epoch for point in points], values, **style)
         by_time.plot([point.train_s for point in points], values, **style)
@@ -214,7 +230,7 @@ def curves(group: Group) -> Figure | None:
     by_epoch.set_ylabel(f"test {group.metric_label}")
     by_time.legend(fontsize=8, frameon=False)
     target = f"; dashed: target {group.target:g}" if group.target is not None else ""
-    figure.suptitle(f"Training curves: {group.title} (higher is better{target})", fontsize=11, x=0.02, ha="left")
+    figure.suptitle(literal(f"Training curves: {group.title} (higher is better{target})"), fontsize=11, x=0.02, ha="left")
     return figure
 
 
@@ -236,11 +252,11 @@ def distribution(group: Group) -> Figure | None:
         patch.set_alpha(0.55)
         axes.scatter(values, position + rng.uniform(-0.18, 0.18, len(values)), s=4, color=colour(row.backend, everyone),
                      alpha=0.6, linewidths=0)
-    axes.set_yticks(positions, [row.backend for row in rows])
+    axes.set_yticks(positions, [literal(row.backend) for row in rows])
     flat = [value for values in data for value in values]
     if min(flat) > 0 and max(flat) / min(flat) > 8:
         axes.set_xscale("log")
-    axes.set_title(f"Step-time distribution: {group.title} (lower is better)", fontsize=11, loc="left")
+    axes.set_title(literal(f"Step-time distribution: {group.title} (lower is better)"), fontsize=11, loc="left")
     axes.set_xlabel("ms per step of each timed block (box: quartiles)")
     axes.spines[["top", "right"]].set_visible(False)
     return figure
@@ -253,13 +269,13 @@ def sweep(points: dict[str, list[tuple[float, float]]], parameter: str, title: s
     everyone = list(points)
     for backend, series in points.items():
         series = sorted(series)
-        axes.plot([x for x, _ in series], [y for _, y in series], marker="o", label=backend,
+        axes.plot([x for x, _ in series], [y for _, y in series], marker="o", label=literal(backend),
                   color=colour(backend, everyone), linewidth=1.5)
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel(parameter)
+    axes.set_xlabel(literal(parameter))
     axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=11, loc="left")
+    axes.set_title(literal(title), fontsize=11, loc="left")
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8, frameon=False)
     axes.spines[["top", "right"]].set_visible(False)

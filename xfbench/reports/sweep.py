@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
 from xfbench.compare.results.result import Result
 from xfbench.reports import numbers
+from xfbench.reports.table import grid, printable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +51,7 @@ def render_text(result: Result) -> str:
         rows.append([backend, *cells, "-" if slope is None else f"{slope:.2f}"])
     title = (f"{config['task']}: step time and throughput against {config['param']} "
              "(slope: d log(step time) / d log(parameter); 1 = proportional)")
-    return title + "\n" + tabulate(rows, headers=headers, disable_numparse=True)
+    return printable(title) + "\n" + grid(rows, headers)
 
 
 def figure(result: Result) -> Figure:

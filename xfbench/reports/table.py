@@ -8,6 +8,8 @@ status with its reason. Built from the shared row model (``reports.model``); rea
 
 from __future__ import annotations
 
+import unicodedata
+
 from tabulate import tabulate, tabulate_formats
 
 from xfbench.compare.results.result import Ratio, Result
@@ -23,6 +25,24 @@ def check_format(fmt: str) -> str:
     if fmt not in TEXT_FORMATS:
         raise unknown_name("table format", fmt, TEXT_FORMATS)
     return fmt
+
+
+def printable(text: object) -> str:
+    r"""Text from a result as it may be printed to a terminal: control characters (an escape sequence, a carriage
+    return) shown escaped instead of acting on the terminal.
+
+    Example:
+        >>> printable("evil\x1b[2J\rname")
+        'evil\\x1b[2J\\rname'
+    """
+    return "".join(char.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if unicodedata.category(char) in ("Cc", "Cs") else char for char in str(text))
+
+
+def grid(rows: list[list[object]], headers: list[str], fmt: str = "simple") -> str:
+    """A text table (tabulate) of values from a result, every cell :func:`printable`; numbers stay as formatted."""
+    return tabulate([[printable(value) for value in row] for row in rows], headers=[printable(h) for h in headers],
+                    tablefmt=fmt, disable_numparse=True)
 
 
 def ratio_text(ratio: Ratio | None) -> str:
@@ -99,8 +119,7 @@ def render(result: Result, fmt: str = "simple", target: float | None = None) -> 
     check_format(fmt)
     blocks = []
     for group in groups(result, target):
-        text = group.title + (f": {group.description}" if group.description else "") + "\n"
-        text += tabulate([cells(group, row) for row in group.rows], headers=headers(group), tablefmt=fmt,
-                         disable_numparse=True)
-        blocks.append(text + "".join(f"\n{line}" for line in group.notes()))
+        text = printable(group.title + (f": {group.description}" if group.description else "")) + "\n"
+        text += grid([cells(group, row) for row in group.rows], headers(group), fmt)
+        blocks.append(text + "".join(f"\n{printable(line)}" for line in group.notes()))
     return "\n\n".join(blocks)

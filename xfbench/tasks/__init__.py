@@ -52,12 +52,23 @@ def check_name(name: str) -> str:
 
 
 def get_task(name: str, **params: object) -> Task:
-    """Build a built-in task by name, with optional size parameters (see ``xfbench.tasks.builtin``)."""
+    """Build a built-in task by name, with optional size parameters (see ``xfbench.tasks.builtin``); a size this
+    machine cannot hold is one line, not a ``MemoryError``."""
     check_name(name)
     try:
         return BUILTIN_TASKS[name](**params)
     except TypeError as error:
         raise XfbenchError(f"bad parameters for task {name!r}: {error}") from error
+    except (MemoryError, OverflowError) as error:
+        sizes = ", ".join(f"{key}={value}" for key, value in params.items()) or "its default sizes"
+        raise XfbenchError(f"task {name} with {sizes} needs more memory than this machine can give "
+                           f"({type(error).__name__}); choose smaller sizes") from None
+    except ValueError as error:  # NumPy refuses an array whose size overflows ("array is too big", ...)
+        if "too big" not in str(error) and "maximum supported dimension" not in str(error):
+            raise
+        sizes = ", ".join(f"{key}={value}" for key, value in params.items())
+        raise XfbenchError(f"task {name} with {sizes} needs more memory than this machine can give (NumPy: "
+                           f"{str(error)[:60]}); choose smaller sizes") from None
 
 
 __all__ = [

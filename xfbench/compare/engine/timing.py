@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from xfbench.backends.base import Trainer
+from xfbench.errors import XfbenchError
 
 
 def time_first_step(trainer: Trainer) -> tuple[float, Any]:
@@ -65,12 +66,16 @@ def injected_slowdown(backend: str, value: str | None = None) -> float:
     text = text.strip()
     if not text:
         return 0.0
-    if "=" not in text:
-        return float(text)
-    for item in text.split(","):
-        name, _, fraction = item.partition("=")
-        if name.strip() == backend:
-            return float(fraction)
+    try:
+        if "=" not in text:
+            return float(text)
+        for item in text.split(","):
+            name, _, fraction = item.partition("=")
+            if name.strip() == backend:
+                return float(fraction)
+    except ValueError:
+        raise XfbenchError(f"{SLOWDOWN_ENV}={text!r} must be a fraction (0.1) or BACKEND=FRACTION,... (test only)"
+                           ) from None
     return 0.0
 
 

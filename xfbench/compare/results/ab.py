@@ -13,14 +13,19 @@ from typing import Any
 
 from xfbench.compare.results.cell import known_fields
 from xfbench.compare.results.files import jsonable, write_atomic
-from xfbench.compare.results.result import Result
+from xfbench.compare.results.journal import read_document
+from xfbench.compare.results.result import Result, document_result
+from xfbench.compare.results.schema import check_fields, conforms, describe, expect
 from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
 
 AB_SCHEMA_VERSION = 1
 AB_KIND = "xfbench-ab"
-VERDICTS = ("regression", "improvement", "no change", "too noisy to decide", "not compared")
-FAILING = ("regression",)  # verdicts that fail the gate (exit code 1)
+AB_CONFIG = {"min_effect": float, "alpha": float, "pairs": int, "timing": dict, "inject_slowdown": str | None,
+             "allow_missing": bool}  # what the gate's renderers read of an ab document's config
+VERDICTS = ("regression", "missing", "failed", "improvement", "no change", "too noisy to decide", "not compared")
+FAILING = ("regression", "missing", "failed")  # verdicts that fail the gate (exit code 1)
+ALLOWED_MISSING = ("missing", "failed")  # ... except these, when the user allows cells not measured
 
 
 @dataclass
@@ -49,14 +54,17 @@ class Verdict:
         return cls(**known_fields(cls, data))
 
 
-def exit_code(verdicts: list[Verdict]) -> int:
-    """1 when any cell's verdict fails the gate (a confirmed regression), else 0.
+def exit_code(verdicts: list[Verdict], allow_missing: bool = False) -> int:
+    """1 when any cell's verdict fails the gate (a confirmed regression; a cell missing or failed, unless
+    ``allow_missing``), else 0.
 
     Example:
-        >>> exit_code([Verdict("mlp", "torch", "cpu", "no change", "")])
-        0
+        >>> missing = [Verdict("mlp", "torch", "cpu", "no change", ""), Verdict("mlp", "jax", "cpu", "missing", "")]
+        >>> exit_code(missing), exit_code(missing, allow_missing=True)
+        (1, 0)
     """
-    return 1 if any(item.verdict in FAILING for item in verdicts) else 0
+    failing = set(FAILING) - (set(ALLOWED_MISSING) if allow_missing else set())
+    return 1 if any(item.verdict in failing for item in verdicts) else 0
 
 
 @dataclass
@@ -75,7 +83,7 @@ class AbResult:
 
     @property
     def exit_code(self) -> int:
-        return exit_code(self.verdicts)
+        return exit_code(self.verdicts, bool(self.config.get("allow_missing", False)))
 
     def regressions(self) -> list[Verdict]:
         return [item for item in self.verdicts if item.verdict == "regression"]
@@ -88,8 +96,16 @@ class AbResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AbResult:
+        """An ``ab`` comparison from its JSON document; a malformed one is one :class:`XfbenchError` naming the field."""
         if not isinstance(data, dict) or data.get("kind") != AB_KIND:
             raise XfbenchError(f"not an xfbench ab result (no \"kind\": \"{AB_KIND}\")")
+        check_fields(cls, data, "comparison")
+        for index, item in enumerate(data.get("verdicts", [])):
+            expect(isinstance(item, dict) and item.get("verdict") in VERDICTS, f"verdicts[{index}].verdict",
+                   f"one of {', '.join(VERDICTS)}", item.get("verdict") if isinstance(item, dict) else item)
+        config = data.get("config", {})
+        for key, kind in AB_CONFIG.items():
+            expect(key not in config or conforms(config[key], kind), f"config.{key}", describe(kind), config.get(key))
         return cls(base=Result.from_dict(data["base"]), head=Result.from_dict(data["head"]),
                    arms=data.get("arms", {}), config=data.get("config", {}),
                    verdicts=[Verdict.from_dict(item) for item in data.get("verdicts", [])],
@@ -101,5 +117,25 @@ class AbResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AbResult:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        """Read an ``ab`` document; a file that is not one is one :class:`XfbenchError` naming it."""
+        path = os.fspath(path)
+        return ab_document(repr(path), read_document(path))
+
+
+def ab_document(where: str, document: Any) -> AbResult:
+    """``AbResult.from_dict`` with every failure as one line naming ``where`` it came from (a quoted file name)."""
+    try:
+        return AbResult.from_dict(document)
+    except XfbenchError as error:
+        raise XfbenchError(f"{where}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise XfbenchError(f"{where} is not a valid xfbench ab comparison: {type(error).__name__}: {error}") from None
+
+
+def load_any(path: str | os.PathLike[str]) -> Result | AbResult:
+    """Any document xfbench writes: a run result (or the partial file of one) or an ``ab`` comparison."""
+    path = os.fspath(path)
+    document = read_document(path)
+    if isinstance(document, dict) and document.get("kind") == AB_KIND:
+        return ab_document(repr(path), document)
+    return document_result(repr(path), document)

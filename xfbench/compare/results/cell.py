@@ -150,25 +150,21 @@ class Parity:
     optimizer_formula: str = "spec"
     formulas: dict[str, str] = field(default_factory=dict)
     params_vs_spec_reference: dict[str, TensorDiff] = field(default_factory=dict)
-    # the weights after ``steps`` steps, from the worker to the parent's comparison; never written to a file
+    # the weights after ``steps`` steps, from the worker to the parent's comparison between backends: kept in the
+    # partial file of a run in progress (so a resumed run judges every cell), never in a result file
     weights_after_steps: dict[str, Any] | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, with_weights: bool = False) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("weights_after_steps")
+        if not with_weights or self.weights_after_steps is None:
+            data.pop("weights_after_steps")
         return data
 
     @classmethod
-    def from_worker(cls, data: dict[str, Any]) -> Parity:
-        """A worker's parity message, keeping its weights after ``steps`` steps for the comparison between backends."""
-        parity = cls.from_dict(data)
-        parity.weights_after_steps = data.get("weights_after_steps")
-        return parity
-
-    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Parity:
+        """A worker's parity message, a line of a partial file (both with the weights after ``steps`` steps) or a
+        result's parity (without them)."""
         values = known_fields(cls, data)
-        values.pop("weights_after_steps", None)
         values["grads"] = _diffs(values.get("grads", {}))
         values["params_vs_reference"] = _diffs(values.get("params_vs_reference", {}))
         values["params_vs_spec_reference"] = _diffs(values.get("params_vs_spec_reference", {}))
@@ -263,7 +259,7 @@ class Cell:
         elif isinstance(self.device, dict):
             self.device = Device(**known_fields(Device, self.device))
         if isinstance(self.parity, dict):
-            self.parity = Parity.from_worker(self.parity)
+            self.parity = Parity.from_dict(self.parity)
         self.curve = [EpochPoint(**known_fields(EpochPoint, point)) if isinstance(point, dict) else point
                       for point in self.curve]
 
@@ -294,13 +290,14 @@ class Cell:
         """Median steady-state step time in ms, or None when not measured."""
         return self.timing.step_ms.median if self.timing.step_ms else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, with_weights: bool = False) -> dict[str, Any]:
+        """The cell's document; ``with_weights``: with parity's weights after K steps (for the partial file)."""
         data = {item.name: getattr(self, item.name) for item in fields(self)}
         data["device"] = asdict(self.device)
         data["curve"] = [asdict(point) for point in self.curve]
         data["timing"] = self.timing.to_dict()
         data["memory"] = asdict(self.memory)
-        data["parity"] = self.parity.to_dict() if self.parity else None
+        data["parity"] = self.parity.to_dict(with_weights) if self.parity else None
         data["node"] = asdict(self.node) if self.node else None
         return data
 

@@ -103,7 +103,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
             os.unlink(temporary)
         except OSError:
             pass
-        if isinstance(error, OSError) and error.filename is None:  # say which file could not be written
+        if isinstance(error, OSError):  # name the file that could not be written, not its temporary sibling
             raise OSError(error.errno, error.strerror, path) from error
         raise
     _fsync_folder(folder)
@@ -139,10 +139,16 @@ def jsonable(value: Any) -> Any:
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number: an int or a float, not a bool.
+    """A finite JSON number: an int or a float, not a bool, not NaN or infinity, not an integer beyond a float's range
+    (every reader computes with floats).
 
     Example:
-        >>> is_number(3), is_number(2.5), is_number(True), is_number("1")
-        (True, True, False, False)
+        >>> is_number(3), is_number(2.5), is_number(True), is_number("1"), is_number(float("inf")), is_number(10**400)
+        (True, True, False, False, False, False)
     """
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from xfbench.compare.results.files import PARTIAL_SUFFIX, finite, jsonable, partial_path, write_atomic
@@ -68,11 +69,11 @@ def read_partial(path: str) -> dict[str, Any]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
+            record = parse(line, f"{path!r} line {number}")
+        except XfbenchError:
             if number >= len(lines) - 1:  # the last line, cut short by a kill mid-write
                 break
-            raise XfbenchError(f"{path!r} line {number} is not JSON: {error}") from error
+            raise
         if not isinstance(record, dict):
             raise XfbenchError(f"{path!r} line {number} is not a JSON object")
         if record.get("kind") == "header":
@@ -91,9 +92,9 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON document at ``path`` (a result, or a partial file); when ``PATH.partial`` exists beside a result, the
     partial file is the newer record of an unfinished run and is read instead."""
     path = os.fspath(path)
-    if not path.endswith(PARTIAL_SUFFIX) and os.path.exists(partial_path(path)):
-        return read_partial(partial_path(path))
     try:
+        if not path.endswith(PARTIAL_SUFFIX) and os.path.exists(partial_path(path)):
+            path = partial_path(path)
         if path.endswith(PARTIAL_SUFFIX):
             return read_partial(path)
         with open(path, encoding="utf-8") as stream:
@@ -104,7 +105,33 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise XfbenchError(f"{path!r} is a folder, not a result file") from error
     except (OSError, UnicodeDecodeError) as error:
         raise XfbenchError(f"cannot read {path!r}: {error}") from error
+    return parse(text, repr(path), "is not a JSON result")
+
+
+def parse(text: str, where: str, not_json: str = "is not JSON") -> Any:
+    """JSON ``text`` (from ``where``, e.g. a quoted file name), every failure one line naming it: not JSON
+    (``not_json``), nested too deeply for this interpreter, a number too large to read."""
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise XfbenchError(f"{path!r} is not a JSON result: {error}") from error
+        raise XfbenchError(f"{where} {not_json}: {error}") from None
+    except RecursionError:
+        raise XfbenchError(f"{where} is nested too deeply to be an xfbench document") from None
+    except ValueError as error:  # e.g. an integer of thousands of digits
+        raise XfbenchError(f"{where} holds a number too large to read ({' '.join(str(error).split())[:80]})") from None
+    return _whole_characters(document) if LONE_SURROGATE.search(text) or "\\ud" in text.lower() else document
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (JSON can escape one; nothing can print or write it as
+    UTF-8) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_whole_characters(item) for item in value]
+    if isinstance(value, dict):
+        return {_whole_characters(key): _whole_characters(item) for key, item in value.items()}
+    return value

@@ -19,7 +19,7 @@ from xfbench._version import __version__
 from xfbench.compare.results.cell import Cell, Node, known_fields
 from xfbench.compare.results.files import finite, jsonable, write_atomic
 from xfbench.compare.results.journal import read_document
-from xfbench.compare.results.schema import SCHEMA_VERSION, check_document, migrate
+from xfbench.compare.results.schema import SCHEMA_VERSION, check_document, check_fields, expect, migrate
 from xfbench.compare.results.views import view
 from xfbench.errors import XfbenchError
 from xfbench.machine import machine_info
@@ -170,6 +170,13 @@ class Result:
             raise XfbenchError(f"a result is a JSON object, got {type(data).__name__}")
         data = migrate(data)
         check_document(data)
+        for index, cell in enumerate(data.get("cells", [])):
+            check_fields(Cell, cell, f"cells[{index}]")
+        for index, comparison in enumerate(data.get("comparisons", [])):
+            check_fields(Comparison, comparison, f"comparisons[{index}]")
+        expect(isinstance(data.get("versions", {}), dict) and all(
+            isinstance(value, str) for value in data.get("versions", {}).values()), "versions", "an object of strings",
+            data.get("versions"))
         return cls(cells=[Cell.from_dict(cell) for cell in data.get("cells", [])], config=data.get("config", {}),
                    machine=data.get("machine", {}), created=data.get("created", ""),
                    versions=data.get("versions", {}),
@@ -190,14 +197,14 @@ class Result:
         """Read a result file, or the partial file of an interrupted run (``PATH.partial``); a file that is not a
         result is one :class:`XfbenchError` naming it."""
         path = os.fspath(path)
-        return document_result(path, read_document(path))
+        return document_result(repr(path), read_document(path))
 
 
-def document_result(path: str, document: Any, what: str = "result") -> Result:
-    """``Result.from_dict`` with every failure as one line naming the file."""
+def document_result(where: str, document: Any, what: str = "result") -> Result:
+    """``Result.from_dict`` with every failure as one line naming ``where`` it came from (a quoted file name)."""
     try:
         return Result.from_dict(document)
     except XfbenchError as error:
-        raise XfbenchError(f"{path!r}: {error}") from None
+        raise XfbenchError(f"{where}: {error}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape check_document does not cover
-        raise XfbenchError(f"{path!r} is not a valid xfbench {what}: {type(error).__name__}: {error}") from None
+        raise XfbenchError(f"{where} is not a valid xfbench {what}: {type(error).__name__}: {error}") from None

@@ -11,8 +11,9 @@ Tables (``schema_version`` in ``meta``; :data:`MIGRATIONS` brings an older file 
   median, IQR and blocks, samples/s, the quality metric, the framework versions.
 
 Safety: the file is in WAL mode, every save is one transaction (``BEGIN IMMEDIATE``, so two writers queue
-instead of failing: ``busy_timeout`` 60 s), and SQLite's journal makes a save all-or-nothing: a writer killed
-mid-save (``kill -9``) leaves every earlier run intact and no half run.
+instead of failing), and SQLite's journal makes a save all-or-nothing: a writer killed mid-save (``kill -9``) leaves
+every earlier run intact and no half run. A writer waits up to 60 s (``$XFBENCH_STORE_WAIT`` seconds) for another
+to finish; then it says, in one line, that the store is locked.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from xfbench.compare.results.ab import AbResult
+from xfbench.compare.results.ab import AB_KIND, AbResult, ab_document
 from xfbench.compare.results.cell import Cell, quality_metric
-from xfbench.compare.results.result import Result
+from xfbench.compare.results.journal import parse
+from xfbench.compare.results.result import Result, document_result
 from xfbench.errors import XfbenchError
 
 STORE_ENV = "XFBENCH_STORE"
+WAIT_ENV = "XFBENCH_STORE_WAIT"
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 60_000
+WAIT_S = 60.0  # how long a writer waits for another to finish (default)
 
 MIGRATIONS: dict[int, list[str]] = {  # version -> the statements that bring version - 1 to it
     1: [
@@ -59,6 +62,21 @@ def default_path() -> str:
         return os.environ[STORE_ENV]
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(data_home, "xfbench", "results.sqlite")
+
+
+def wait_seconds() -> float:
+    """How long a writer waits for another (``$XFBENCH_STORE_WAIT``, default 60 s), or the one-line error naming the
+    variable."""
+    text = os.environ.get(WAIT_ENV)
+    if text is None or not text.strip():
+        return WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:
+        raise XfbenchError(f"{WAIT_ENV}={text!r} must be a number of seconds from 0 to 86400")
+    return value
 
 
 def git_provenance(folder: str | None = None) -> dict[str, Any]:
@@ -140,20 +158,27 @@ class Store:
 
     def __init__(self, path: str | None = None) -> None:
         self.path = os.fspath(path or default_path())
+        self.wait_s = wait_seconds()
         if os.path.isdir(self.path):
             raise XfbenchError(f"the store {self.path!r} is a folder; give a file, e.g. {self.path}/results.sqlite")
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(folder, exist_ok=True)
-            self.connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            self.connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.connection = sqlite3.connect(self.path, timeout=self.wait_s, isolation_level=None)
+            self.connection.execute(f"PRAGMA busy_timeout = {round(self.wait_s * 1000)}")
             self.connection.execute("PRAGMA journal_mode = WAL")
             self.connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+        except sqlite3.OperationalError as error:
+            raise self._locked() if "locked" in str(error) else XfbenchError(
+                f"cannot open the store {self.path!r}: {error} (is it an xfbench store?)") from None
         except sqlite3.DatabaseError as error:
             raise XfbenchError(f"cannot open the store {self.path!r}: {error} (is it an xfbench store?)") from None
         except OSError as error:
             raise XfbenchError(f"cannot create the store {self.path!r}: {error.strerror or error}") from None
+
+    def _locked(self) -> XfbenchError:
+        return XfbenchError(f"the store {self.path!r} is locked by another process (waited {self.wait_s:g} s)")
 
     def __enter__(self) -> Store:
         return self
@@ -166,7 +191,12 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise self._locked() from None
+            raise
         try:
             yield self.connection
         except BaseException:
@@ -221,18 +251,23 @@ class Store:
         query = f"SELECT {RUN_COLUMNS} FROM runs" + (" WHERE kind = ?" if kind else "") + " ORDER BY id"
         return [_run_row(row) for row in self.connection.execute(query, (kind,) if kind else ())]
 
-    def document(self, run_id: int) -> dict[str, Any]:
+    def document(self, run_id: int) -> Any:
+        """The saved run's JSON document; a row that is not JSON is one :class:`XfbenchError`."""
         row = self.connection.execute("SELECT document FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise XfbenchError(f"no run {run_id} in the store {self.path!r}")
-        return json.loads(row[0])
+        return parse(str(row[0]), self._name(run_id))
 
-    def load(self, run_id: int) -> Any:
-        """The saved run as a :class:`~xfbench.compare.results.result.Result` (an ``ab`` run as its ``AbResult``)."""
+    def _name(self, run_id: int) -> str:
+        return f"run {run_id} of the store {self.path!r}"
+
+    def load(self, run_id: int) -> Result | AbResult:
+        """The saved run as a :class:`~xfbench.compare.results.result.Result` (an ``ab`` run as its ``AbResult``);
+        a document that is not one is one :class:`XfbenchError` naming the run."""
         document = self.document(run_id)
-        if document.get("kind") == "xfbench-ab":
-            return AbResult.from_dict(document)
-        return Result.from_dict(document)
+        if isinstance(document, dict) and document.get("kind") == AB_KIND:
+            return ab_document(self._name(run_id), document)
+        return document_result(self._name(run_id), document)
 
     def history(self, task: str | None = None, backend: str | None = None, device: str | None = None,
                 since: str | None = None) -> list[HistoryPoint]:

@@ -29,8 +29,11 @@ effect ``m`` (default 5%):
 - ``improvement``: significantly faster and the estimate at most ``1 / (1 + m)``;
 - ``no change``: the 95% interval lies inside ``(1 / (1 + m), 1 + m)``;
 - ``too noisy to decide`` otherwise, with the reason (the interval reaches past the minimum effect; too few pairs).
-A cell that is ok in the base and fails in the head is a ``regression`` (the head cannot run it); a cell not
-measured in both arms for any other reason is ``not compared``.
+A cell that is ok in the base and fails in the head is a ``regression`` (the head cannot run it); one that fails in the
+head otherwise is ``failed``; a cell of the base (baseline) that the head (result) lacks is ``missing``; a cell not
+measured in both arms for any other reason is ``not compared``. ``regression``, ``missing`` and ``failed`` fail the
+gate (the last two unless the user allows them: ``--allow-missing``): a gate that passes when the measurement did not
+happen is worse than no gate.
 """
 
 from __future__ import annotations
@@ -211,8 +214,12 @@ def decide(items: Iterable[tuple[Any, Any, Estimate | None, str | None]], min_ef
             row.verdict, row.reason, row.p_value = name, why, p
             row.ratio, row.low, row.high = estimate.ratio, estimate.low, estimate.high
             row.replicates, row.per_pair = estimate.replicates, estimate.per_pair
-        elif base is not None and head is not None and base.ok and head.failed:
+        elif head is None:
+            row.verdict = "missing"
+        elif head.failed and base is not None and base.ok:
             row.verdict, row.reason = "regression", f"the head fails: {head.status}: {head.error}"
+        elif head.failed:
+            row.verdict, row.reason = "failed", f"{head.status}: {head.error}"
         out.append(row)
     return out
 
@@ -231,10 +238,13 @@ def not_compared_reason(base: Any, head: Any) -> str | None:
     return None
 
 
-def _matched(base: Any, head: Any, estimate_of: Any, too_few: str, min_effect: float, alpha: float) -> list[Verdict]:
-    """Verdicts for the cells of ``head`` matched to ``base``'s by (task, backend, device), in ``head``'s order;
-    ``estimate_of(base_cell, head_cell)`` is the estimate, or None (``too_few`` says why)."""
+def _matched(base: Any, head: Any, estimate_of: Any, too_few: str, missing: str, min_effect: float,
+             alpha: float) -> list[Verdict]:
+    """Verdicts for the cells of ``head`` matched to ``base``'s by (task, backend, device), in ``head``'s order, then
+    every cell of ``base`` that ``head`` lacks (``missing`` says so); ``estimate_of(base_cell, head_cell)`` is the
+    estimate, or None (``too_few`` says why)."""
     bases = {cell.key: cell for cell in base.cells}
+    heads = {cell.key for cell in head.cells}
     items = []
     for cell in head.cells:
         other = bases.get(cell.key)
@@ -243,19 +253,28 @@ def _matched(base: Any, head: Any, estimate_of: Any, too_few: str, min_effect: f
         if reason is None and estimate is None:
             reason = too_few
         items.append((other, cell, estimate, reason))
+    items += [(cell, None, None, missing) for cell in base.cells if cell.key not in heads]
     return decide(items, min_effect, alpha)
 
 
 def ab_verdicts(base: Any, head: Any, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[Verdict]:
     """Verdicts of an ``ab`` run: the base and head results' cells, matched by (task, backend, device)."""
     return _matched(base, head, lambda b, h: ab_estimate(pair_log_ratios(b, h)),
-                    "fewer than 2 process pairs measured in both arms", min_effect, alpha)
+                    "fewer than 2 process pairs measured in both arms", "measured in the base, not in the head",
+                    min_effect, alpha)
 
 
-def check_verdicts(baseline: Any, result: Any, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[Verdict]:
-    """Verdicts of ``xfbench check``: every cell of ``result`` against the same cell of ``baseline``."""
+def check_verdicts(baseline: Any, result: Any, min_effect: float = MIN_EFFECT, alpha: float = ALPHA,
+                   name: str = "the result") -> list[Verdict]:
+    """Verdicts of ``xfbench check``: every cell of ``result`` against the same cell of ``baseline``, and every cell
+    of ``baseline`` that ``result`` lacks (``missing``). A result with no cells is an error (``name`` names it):
+    nothing was measured, so nothing can pass."""
+    if not result.cells:
+        raise XfbenchError(f"{name} has no cells: nothing was measured")
+
     def estimate_of(base: Any, head: Any) -> Estimate | None:
         return check_estimate([turn.value_ms for turn in base.timing.turns],
                               [turn.value_ms for turn in head.timing.turns])
 
-    return _matched(baseline, result, estimate_of, "fewer than 3 timed turns on one side", min_effect, alpha)
+    return _matched(baseline, result, estimate_of, "fewer than 3 timed turns on one side",
+                    "in the baseline, not in the result", min_effect, alpha)

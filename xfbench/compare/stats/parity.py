@@ -60,12 +60,19 @@ def tensor_diffs(values: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> d
 def judge(result: Result, tasks: dict[str, Task], options: ParityOptions) -> None:
     """Parent half: compare parameters after K steps with the reference and between backends; set pass/fail.
 
-    Fills ``cell.parity`` of every ok cell that has worker parity data (the raw weights are dropped).
+    Fills ``cell.parity`` of every ok cell that has worker parity data (the raw weights are dropped). A cell whose
+    weights were not kept (read from the partial file of an older xfbench) cannot be judged and fails, saying so.
     """
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in result.cells:
-        if cell.ok and cell.parity is not None and cell.parity.weights_after_steps is not None:
+        if not cell.ok or cell.parity is None:
+            continue
+        if cell.parity.weights_after_steps is not None:
             groups.setdefault((cell.task, cell.device.kind), []).append(cell)
+        elif cell.parity.passed is None:
+            cell.parity.failures = [f"its parameters after {cell.parity.steps} steps were not kept (the partial file "
+                                    "of an older xfbench), so it cannot be judged; run it again"]
+            cell.parity.passed = False
     for (task_name, _), cells in groups.items():
         task = tasks[task_name]
         formulas = {cell.backend: cell.parity.optimizer_formula for cell in cells}  # type: ignore[union-attr]
