@@ -315,3 +315,11 @@ def test_a_malformed_slowdown_variable_is_named(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("XFBENCH_TEST_SLOWDOWN", "lots")
     with pytest.raises(XfbenchError, match=r"XFBENCH_TEST_SLOWDOWN='lots'"):
         injected_slowdown("torch")
+
+
+def test_a_malformed_store_wait_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from xfbench.compare.results.store import Store
+
+    monkeypatch.setenv("XFBENCH_STORE_WAIT", "soon")
+    with pytest.raises(XfbenchError, match=r"XFBENCH_STORE_WAIT='soon' must be a number of seconds"):
+        Store(str(tmp_path / "s.sqlite"))
