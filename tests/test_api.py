@@ -339,3 +339,20 @@ def test_backends_all_is_every_registered_backend_and_the_default_is_the_base_fo
     assert make_plan("regression", "all").backends == backend_names()
     assert "tf-xla" in make_plan("regression", "all").backends
     assert make_plan("regression").backends == ["tf-graph", "tf-eager", "torch", "jax"]
+
+
+def test_the_public_names_after_the_repackaging():
+    """What moved when compare/ was repackaged is reachable from the package itself, and where the docs say."""
+    import xfbench.compare.protocol
+    import xfbench.compare.results.result
+    import xfbench.compare.results.store
+
+    assert xfbench.TimingOptions is xfbench.compare.protocol.TimingOptions
+    assert xfbench.Result is xfbench.compare.results.result.Result
+    assert xfbench.Store is xfbench.compare.results.store.Store
+    assert callable(xfbench.reports.write)
+    for name in ("run", "load", "ab", "check", "table"):
+        assert callable(getattr(xfbench, name))
+    for method in ("cell", "comparison", "compare", "nodes", "plot", "save", "load", "to_json", "from_json",
+                   "_repr_html_"):
+        assert callable(getattr(xfbench.Result, method))

@@ -324,7 +324,7 @@ def test_ab_names_an_interpreter_that_cannot_serve(tmp_path: Path) -> None:
 @pytest.mark.processes
 def test_ab_takes_an_interpreter_relative_to_the_working_directory() -> None:
     """``--base-python .venv/bin/python`` as typed in the repository: the probe and workers run in another folder."""
-    from xfbench.compare.ab import probe_arm
+    from xfbench.compare.arms import probe_arm
 
     arm = probe_arm("base", os.path.relpath(sys.executable))
     assert os.path.isabs(arm.python) and arm.info["xfbench"]

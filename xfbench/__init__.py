@@ -115,7 +115,8 @@ def ab(base_python: str, head_python: str, tasks: str | Sequence[str | Task] | N
         >>> [(v.backend, v.verdict) for v in outcome.verdicts]  # doctest: +SKIP
         [('tf-graph', 'no change'), ('tf-eager', 'no change'), ('torch', 'regression'), ('jax', 'no change')]
     """
-    from xfbench.compare.ab import ab_request, run_ab
+    from xfbench.compare.ab import run_ab
+    from xfbench.compare.arms import ab_request
 
     if output is not None:
         from xfbench.compare.results.files import check_output

@@ -24,8 +24,8 @@ exit codes: 0 no confirmed regression, 1 a confirmed regression or a cell missin
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    from xfbench.compare.ab import DEFAULT_PAIRS
-    from xfbench.compare.ab import DEFAULT_TIMING as AB_TIMING
+    from xfbench.compare.arms import DEFAULT_PAIRS
+    from xfbench.compare.arms import DEFAULT_TIMING as AB_TIMING
     from xfbench.compare.results.store import STORE_ENV
 
     ab = commands.add_parser(
@@ -110,7 +110,8 @@ def report_failures(verdicts: list[Any], allow_missing: bool) -> int:
 
 
 def command_ab(args: argparse.Namespace) -> int:
-    from xfbench.compare.ab import ab_request, run_ab
+    from xfbench.compare.ab import run_ab
+    from xfbench.compare.arms import ab_request
     from xfbench.compare.stats.gate import check_settings
     from xfbench.reports.gate import render_ab
 

@@ -13,7 +13,7 @@ run, so the job file must not depend on where classes live in either. Two format
   else.
 
 A driver learns which versions another environment's worker reads from ``xfbench.compare.worker.JOB_VERSIONS``
-(absent: version 0), probed before any work starts (``compare.ab.probe_arm``).
+(absent: version 0), probed before any work starts (``compare.arms.probe_arm``).
 """
 
 from __future__ import annotations
