@@ -62,7 +62,7 @@ for name in backends.backend_names():
 
 
 # ------------------------------------------------------------------------------------------ plan validation
-TASK_CHOICES = "choose one of: cnn, cnn28, mlp, mlp-binary, regression"
+TASK_CHOICES = "choose one of: cnn, cnn28, mlp, mlp-binary, regression, resnet, transformer"
 BACKEND_CHOICES = "choose one of: jax, keras-jax, keras-tensorflow, keras-torch, tf-eager, tf-graph, tf-xla, torch, torch-compile"
 
 
@@ -144,7 +144,7 @@ def test_small_task_is_valid():
 @pytest.mark.parametrize(("make", "match"), [
     pytest.param(lambda: Dense(0), "Dense units must be a positive int", id="dense-units"),
     pytest.param(lambda: Dense(3.0), "Dense units must be a positive int", id="dense-float-units"),
-    pytest.param(lambda: Dense(3, activation="gelu"), "unknown activation 'gelu'; choose one of: linear, relu",
+    pytest.param(lambda: Dense(3, activation="swish"), "unknown activation 'swish'; choose one of: linear, relu",
                  id="activation"),
     pytest.param(lambda: Dense(3, init="zeros"), "unknown initializer 'zeros'", id="initializer"),
     pytest.param(lambda: Conv2D(0), "Conv2D filters", id="conv-filters"),

@@ -434,6 +434,19 @@ def pre_move_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+def test_ab_refuses_a_task_the_older_arm_cannot_build(pre_move_env: dict[str, str], tmp_path: Path) -> None:
+    """The xfbench from before the move knows no attention: comparing it on the transformer is one line naming what
+    it lacks, before any work (it would refuse the job, or build another model from the fields it knows)."""
+    env = pre_move_env
+    done = subprocess.run([env["NEW_PYTHON"], "-m", "xfbench.cli", "ab", "--base-python", env["OLD_PYTHON"],
+                           "--head-python", env["NEW_PYTHON"], "--tasks", "transformer", "--backends", "fake-ref"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--base-python" in lines[0] and "task 'transformer' uses layer 0 (Embedding)" in lines[0]
+    assert "job versions up to 0" in lines[0], lines
+
+
 @pytest.mark.parametrize("driver", ["new", "old"])
 def test_ab_works_across_the_repackaging(pre_move_env: dict[str, str], tmp_path: Path, driver: str) -> None:
     """The base arm is the xfbench from before the move and the head arm today's; the comparison is driven from
@@ -453,7 +466,7 @@ def test_ab_works_across_the_repackaging(pre_move_env: dict[str, str], tmp_path:
     arms = document["arms"]
     assert arms["base"]["location"].startswith(env["OLD_SOURCE"]) and arms["head"]["location"].startswith(str(REPO))
     if driver == "new":  # today's driver probed what each worker reads and wrote each its own job format
-        assert (arms["base"]["job_version"], arms["head"]["job_version"]) == (0, 1)
+        assert (arms["base"]["job_version"], arms["head"]["job_version"]) == (0, 2)
     for arm in ("base", "head"):
         cell = Result.from_dict(document[arm]).cell("regression", "fake-ref2")
         assert cell.ok and {turn.process for turn in cell.timing.turns} == {0, 1, 2}

@@ -233,18 +233,18 @@ def test_sweep_table_plot_and_bad_parameters(fakes, tmp_path):
     env = {**os.environ}
     plot, out = tmp_path / "sweep.svg", tmp_path / "sweep.json"
     command = [sys.executable, "-m", "xfbench", "sweep", "--task", "regression", "--param", "num_samples=200,400,800",
-               "--backends", "fake-ref", "--epochs", "2", "--rounds", "3", "--processes", "1", "--threads", "1",
-               "--plot", str(plot), "--json", str(out), "--html", str(tmp_path / "sweep.html")]
+               "--set", "num_features=3", "--backends", "fake-ref", "--epochs", "2", "--rounds", "3", "--processes",
+               "1", "--threads", "1", "--plot", str(plot), "--json", str(out), "--html", str(tmp_path / "sweep.html")]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("regression: step time and throughput against num_samples")
+    assert lines[0].startswith("regression (num_features=3): step time and throughput against num_samples")
     assert lines[1].split()[:4] == ["backend", "num_samples=200", "num_samples=400", "num_samples=800"]
     row = next(line for line in lines if line.startswith("fake-ref"))
     assert row.count("samples/s") == 3
     assert plot.read_text().lstrip().startswith(("<?xml", "<svg")) and "num_samples" in plot.read_text()
     saved = xfbench.load(str(out))
-    assert saved.config["sweep"]["values"] == [200, 400, 800]
+    assert saved.config["sweep"]["values"] == [200, 400, 800] and saved.config["sweep"]["fixed"] == {"num_features": 3}
     assert [cell.task for cell in saved.cells] == [f"regression[num_samples={n}]" for n in (200, 400, 800)]
     assert 'data-kind="sweep"' in (tmp_path / "sweep.html").read_text()
     for param, message in (
@@ -257,6 +257,19 @@ def test_sweep_table_plot_and_bad_parameters(fakes, tmp_path):
     ):
         done = run_cli("sweep", "--task", "regression", "--param", param)
         assert (done.returncode, done.stderr.strip()) == (2, message)
+    for fixed, message in (
+        ("num_samples=100", "xfbench: error: --set num_samples is the parameter the sweep varies (--param "
+                            "num_samples=...)"),
+        ("width=3", "xfbench: error: unknown parameter 'width' of task 'regression'; choose one of: batch_size, "
+                    "epochs, noise, num_features, num_samples"),
+        ("noise", "xfbench: error: --set 'noise' must look like NAME=VALUE, e.g. num_sequences=600"),
+    ):
+        done = run_cli("sweep", "--task", "regression", "--param", "num_samples=100,200", "--set", fixed)
+        assert (done.returncode, done.stderr.strip()) == (2, message)
+    done = run_cli("sweep", "--task", "transformer", "--param", "seq_len=64,128", "--set", "heads=3")
+    assert (done.returncode, done.stderr.strip()) == (2, "xfbench: error: --param seq_len=64: transformer heads (3) "
+                                                         "must divide width (128): each head gets width / heads "
+                                                         "channels")
     done = run_cli("sweep", "--task", "cnn28", "--param", "image_size=28,32")
     assert done.returncode == 2 and "cnn28 images are 28x28" in done.stderr
 

@@ -101,12 +101,16 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                     "own, timed in interleaved rounds like xfbench run) and show, per backend, step time and "
                     "throughput against the parameter: a table and a log-log chart.",
         epilog="examples:\n  xfbench sweep --task mlp --param batch_size=32,64,128,256\n"
-               "  xfbench sweep --task cnn28 --param num_samples=1000,2000 --backends torch,jax --plot sweep.svg",
+               "  xfbench sweep --task cnn28 --param num_samples=1000,2000 --backends torch,jax --plot sweep.svg\n"
+               "  xfbench sweep --task transformer --param seq_len=64,128,256,512 --set num_sequences=600 --epochs 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sweep.add_argument("--task", required=True, help="a built-in task")
     sweep.add_argument("--param", required=True, metavar="NAME=V1,V2,...",
                        help="one size parameter of the task and its values, e.g. batch_size=32,64,128")
+    sweep.add_argument("--set", action="append", metavar="NAME=VALUE",
+                       help="hold another size parameter of the task at VALUE (repeatable), e.g. --set "
+                            "num_sequences=600 for a shorter long-sequence sweep")
     sweep.add_argument("--backends", help=f"comma-separated backends: {backends.help_text()} (default: "
                                           f"{','.join(backends.DEFAULT_BACKENDS)})")
     sweep.add_argument("--threads", type=int, help="threads per framework (default: all usable cores)")
@@ -183,11 +187,11 @@ def command_sweep(args: argparse.Namespace) -> int:
     from xfbench.compare.plan import make_plan
     from xfbench.compare.protocol import TimingOptions
     from xfbench.compare.session import execute
-    from xfbench.compare.sweep import parse_param, sweep_tasks
+    from xfbench.compare.sweep import parse_fixed, parse_param, sweep_tasks
     from xfbench.reports.sweep import render_text, write_plot
 
     name, values = parse_param(args.param)
-    tasks, config = sweep_tasks(args.task, name, values)
+    tasks, config = sweep_tasks(args.task, name, values, parse_fixed(args.set))
     plan = make_plan(tasks, args.backends, "cpu", args.threads, args.epochs, args.timeout,
                      timing=TimingOptions().changed(rounds=args.rounds, processes=args.processes))
     output = common.check_output(args.json)

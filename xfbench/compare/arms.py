@@ -13,7 +13,7 @@ from typing import Any
 
 from xfbench.compare.engine.timing import SLOWDOWN_ENV, injected_slowdown
 from xfbench.compare.plan import Plan, make_plan
-from xfbench.compare.platforms.job import common_version
+from xfbench.compare.platforms.job import common_version, job_problem
 from xfbench.compare.protocol import TimingOptions
 from xfbench.compare.stats.gate import ALPHA, MIN_EFFECT, check_settings
 from xfbench.errors import XfbenchError
@@ -109,4 +109,9 @@ def ab_request(base_python: str, head_python: str, tasks: Any = None, backends: 
                      timing=DEFAULT_TIMING.changed(rounds=rounds, turn_s=turn_s, processes=pairs))
     base = probe_arm("base", base_python)
     head = probe_arm("head", head_python, {SLOWDOWN_ENV: slowdown} if slowdown else None)
+    for arm in (base, head):
+        for task in plan.tasks:
+            problem = job_problem(task, arm.job_version)
+            if problem:
+                raise XfbenchError(f"--{arm.name}-python runs xfbench {arm.info.get('xfbench')}: {problem}")
     return plan, base, head, pairs

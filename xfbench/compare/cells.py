@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xfbench.compare.plan import Plan
-from xfbench.compare.results.cell import Cell, Device, Memory, Parity, ProcessPhases, Timing, Turn
+from xfbench.compare.results.cell import QUALITY, Cell, Device, Memory, Parity, ProcessPhases, Timing, Turn
 from xfbench.compare.stats.summary import step_stats
 from xfbench.tasks import Task
 
@@ -50,7 +50,7 @@ def summary(cell: Cell) -> str:
     if not cell.ok:
         return f"{cell.status}: {cell.error}"
     metrics = ", ".join(f"{name} {value:.4g}" for name, value in cell.metrics.items()
-                        if name in ("accuracy", "r2") and value is not None)
+                        if name in QUALITY and value is not None)
     step = cell.step_ms()
     return f"ok ({metrics}{f', {step:.3g} ms/step' if step is not None else ''})"
 

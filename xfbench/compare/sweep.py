@@ -47,17 +47,42 @@ def _value(task: str, name: str, default: Any, text: str) -> int | float:
     return number
 
 
-def sweep_tasks(task: str, name: str, values: list[str]) -> tuple[list[Task], dict[str, Any]]:
-    """The tasks of a sweep, every one built (so a bad value fails here, before any work), and its config."""
+def parse_fixed(items: list[str] | None) -> dict[str, str]:
+    """``["num_sequences=600", "epochs=1"]`` (``--set``, repeatable) -> ``{"num_sequences": "600", ...}``.
+
+    Example:
+        >>> parse_fixed(["width=64", " heads = 2"])
+        {'width': '64', 'heads': '2'}
+    """
+    fixed: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip() or "," in value:
+            raise XfbenchError(f"--set {item!r} must look like NAME=VALUE, e.g. num_sequences=600")
+        if name.strip() in fixed:
+            raise XfbenchError(f"--set {name.strip()} is given twice")
+        fixed[name.strip()] = value.strip()
+    return fixed
+
+
+def sweep_tasks(task: str, name: str, values: list[str], fixed: dict[str, str] | None = None
+                ) -> tuple[list[Task], dict[str, Any]]:
+    """The tasks of a sweep, every one built (so a bad value fails here, before any work), and its config.
+    ``fixed``: other size parameters held at one value (``--set``), e.g. fewer sequences for a long-sequence sweep."""
     known = parameters(task)
-    if name not in known:
-        raise XfbenchError(f"unknown parameter {name!r} of task {task!r}; choose one of: {', '.join(sorted(known))}")
+    for each in (name, *(fixed or {})):
+        if each not in known:
+            raise XfbenchError(f"unknown parameter {each!r} of task {task!r}; choose one of: {', '.join(sorted(known))}")
+    if name in (fixed or {}):
+        raise XfbenchError(f"--set {name} is the parameter the sweep varies (--param {name}=...)")
+    held = {key: _value(task, key, known[key], text) for key, text in (fixed or {}).items()}
     numbers = [_value(task, name, known[name], text) for text in values]
     tasks = []
     for number in numbers:
         try:
-            built = get_task(task, **{name: number})
+            built = get_task(task, **held, **{name: number})
         except XfbenchError as error:
             raise XfbenchError(f"--param {name}={number}: {error}") from None
         tasks.append(built.replace(name=f"{task}[{name}={number}]"))
-    return tasks, {"task": task, "param": name, "values": numbers, "tasks": [item.name for item in tasks]}
+    return tasks, {"task": task, "param": name, "values": numbers, "tasks": [item.name for item in tasks],
+                   "fixed": held}

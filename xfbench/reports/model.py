@@ -20,7 +20,7 @@ from xfbench.compare.stats.quality import SeedSpread, TimeToTarget, seed_spread,
 from xfbench.reports import numbers
 
 FAULTS_WORTH_NOTING = 100  # minor page faults per step; a steady step has about none
-METRIC_LABELS = {"accuracy": "accuracy", "r2": "R²"}
+METRIC_LABELS = {"accuracy": "accuracy", "token_accuracy": "token accuracy", "r2": "R²"}
 
 
 @dataclass

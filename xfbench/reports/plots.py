@@ -165,7 +165,7 @@ def quality(group: Group) -> Figure | None:
     axes = figure.axes[0]
     top = max(v + e for v, e in zip(values, errors, strict=True))  # type: ignore[operator]
     low = min(v - e for v, e in zip(values, errors, strict=True)) - 0.02 * max(abs(v) for v in values)  # type: ignore[operator,type-var]
-    low = max(0.0, low) if group.metric_label == "accuracy" else low
+    low = max(0.0, low) if group.metric_label in ("accuracy", "token accuracy") else low
     axes.set_xlim(low, top + 0.35 * (top - low))
     return figure
 

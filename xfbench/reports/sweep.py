@@ -49,7 +49,9 @@ def render_text(result: Result) -> str:
                  else numbers.MISSING for v in values]
         slope = scaling(points)
         rows.append([backend, *cells, "-" if slope is None else f"{slope:.2f}"])
-    title = (f"{config['task']}: step time and throughput against {config['param']} "
+    fixed = config.get("fixed") or {}
+    held = f" ({', '.join(f'{key}={value}' for key, value in fixed.items())})" if isinstance(fixed, dict) and fixed else ""
+    title = (f"{config['task']}{held}: step time and throughput against {config['param']} "
              "(slope: d log(step time) / d log(parameter); 1 = proportional)")
     return printable(title) + "\n" + grid(rows, headers)
 

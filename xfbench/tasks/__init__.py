@@ -3,7 +3,7 @@
 Example:
     >>> from xfbench.tasks import get_task, task_names
     >>> task_names()
-    ['cnn', 'cnn28', 'mlp', 'mlp-binary', 'regression']
+    ['cnn', 'cnn28', 'mlp', 'mlp-binary', 'regression', 'resnet', 'transformer']
     >>> get_task("mlp", width=32).layers[0].units
     32
 """
@@ -19,15 +19,24 @@ from xfbench.tasks.spec import (
     SGD,
     Activation,
     Adam,
+    AdamW,
     AvgPool2D,
+    BatchNorm,
     Conv2D,
     Dataset,
     Dense,
+    Embedding,
     Flatten,
+    GlobalAvgPool2D,
     Layer,
+    LayerNorm,
     MaxPool2D,
     Optimizer,
+    PositionEmbedding,
+    Residual,
+    SelfAttention,
     Task,
+    WarmupCosine,
 )
 
 BUILTIN_TASKS: dict[str, Callable[..., Task]] = {
@@ -36,6 +45,8 @@ BUILTIN_TASKS: dict[str, Callable[..., Task]] = {
     "mlp-binary": builtin.mlp_binary,
     "cnn": builtin.cnn,
     "cnn28": builtin.cnn28,
+    "transformer": builtin.transformer,
+    "resnet": builtin.resnet,
 }
 DEFAULT_TASKS = ("regression", "mlp", "cnn")
 
@@ -77,15 +88,24 @@ __all__ = [
     "SGD",
     "Activation",
     "Adam",
+    "AdamW",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dataset",
     "Dense",
+    "Embedding",
     "Flatten",
+    "GlobalAvgPool2D",
     "Layer",
+    "LayerNorm",
     "MaxPool2D",
     "Optimizer",
+    "PositionEmbedding",
+    "Residual",
+    "SelfAttention",
     "Task",
+    "WarmupCosine",
     "check_name",
     "get_task",
     "initial_weights",

@@ -1,7 +1,9 @@
 """Floating-point operations of one training step, counted from the task spec (no framework).
 
-A multiply-add counts as 2 FLOPs. Forward: dense and conv layers (``2 * MACs``); pooling, activations and the
-loss are ignored (they are memory-bound and small). Backward: the weight gradient costs the forward's MACs again,
+A multiply-add counts as 2 FLOPs. Forward: dense and conv layers and attention (its four projections, the scores
+``q k^T`` and the mixing ``p v``, counted in full even when causal, as most kernels compute them), each ``2 *
+MACs``, nested ones included; embeddings, normalizations, pooling, activations and the loss are ignored (they are
+memory-bound and small). Backward: the weight gradient costs the forward's MACs again,
 and the input gradient too, except for the first parametric layer (nothing needs its input gradient).
 So a step is about 3x the forward.
 """
@@ -10,18 +12,24 @@ from __future__ import annotations
 
 import math
 
-from xfbench.tasks.spec import Conv2D, Dense, Task
+from xfbench.tasks.layers import walk
+from xfbench.tasks.spec import Conv2D, Dense, SelfAttention, Task
 
 
 def forward_macs(task: Task) -> list[int]:
-    """Multiply-adds per sample of each parametric layer, in order."""
+    """Multiply-adds per sample of each dense, conv and attention layer, in order (nested ones included)."""
     macs = []
-    for index, layer in enumerate(task.layers):
-        in_shape, out_shape = task.shapes[index], task.shapes[index + 1]
+    for site in walk(task.layers, task.input_shape):
+        layer, in_shape = site.layer, site.in_shape
         if isinstance(layer, Dense):
-            macs.append(in_shape[0] * layer.units)
+            macs.append(math.prod(in_shape) * layer.units)
         elif isinstance(layer, Conv2D):
-            macs.append(math.prod(out_shape) * layer.kernel_size[0] * layer.kernel_size[1] * in_shape[2])
+            out_shape = layer.output_shape(in_shape, site.prefix)
+            macs.append(math.prod(out_shape) * layer.kernel_size[0] * layer.kernel_size[1] * in_shape[2])  # type: ignore[index]
+        elif isinstance(layer, SelfAttention):
+            length, width = in_shape
+            inner = layer.heads * layer.head_size
+            macs.append(4 * length * width * inner + 2 * length * length * inner)
     return macs
 
 

@@ -1,13 +1,17 @@
-"""The framework-neutral task API: layers, losses, optimizers, data and the Task that ties them together.
+"""The framework-neutral task API: the data and the Task that ties data, layers (``tasks.layers``), a loss and an
+optimizer (``tasks.optim``) together. Every name of the spec is importable from here.
 
-Rules of this module:
+Rules of the spec:
 - No framework imports. Everything here is plain Python and NumPy.
 - Every number that could differ between frameworks is explicit (Adam's epsilon, the momentum formula,
   the loss reduction), so each backend adapter builds exactly the same computation.
 - The neutral layouts: images are NHWC, conv kernels are HWIO (height, width, in, out), dense kernels are
   (in, out), and ``Flatten`` flattens in H, W, C order. Adapters convert to their own layouts.
-- Losses are means over all elements: over the batch for cross-entropy, over batch x outputs for mse and
-  sigmoid binary cross-entropy (what Keras and PyTorch compute). Cross-entropy losses take logits.
+- Inputs are float32 (vectors, NHWC images), or integer token ids of shape (length,) for a model that starts with an
+  ``Embedding``.
+- Losses are means over all elements: over the batch (and every position of a sequence) for cross-entropy, over
+  batch x outputs for mse and sigmoid binary cross-entropy (what Keras and PyTorch compute). Cross-entropy losses
+  take logits.
 - Where a function has no derivative, the reference takes relu'(0) = 0 and routes a max-pool window's gradient
   to its first maximum (row-major), as the frameworks do.
 - Epochs are numbered from 0: epoch ``e`` uses ``Task.epoch_order(e)``.
@@ -37,190 +41,44 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 from xfbench.errors import XfbenchError
+from xfbench.tasks.checks import choice, is_int, number_in, seed_value
+from xfbench.tasks.layers import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    LAYER_TYPES,
+    PADDINGS,
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    GlobalAvgPool2D,
+    Layer,
+    LayerNorm,
+    MaxPool2D,
+    PositionEmbedding,
+    Residual,
+    SelfAttention,
+    Tensor,
+    conv_output_size,
+    infer_shapes,
+    same_padding,
+    spec_repr,
+    tensor_specs,
+    walk,
+)
+from xfbench.tasks.optim import OPTIMIZER_TYPES, SGD, Adam, AdamW, Optimizer, WarmupCosine
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
-INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
-PADDINGS = ("valid", "same")
 LOSSES = ("mse", "softmax_cross_entropy", "sigmoid_binary_cross_entropy")
-METRICS = ("accuracy", "r2", "mse")
-
-
-def _choice(kind: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise XfbenchError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _is_int(value: object) -> bool:
-    """An integer that is not a bool (``Dense(True)`` is a mistake, not one unit)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value: object) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(value))
-
-
-def positive_int(what: str, value: object) -> int:
-    """``value`` if it is an integer > 0, else the error naming ``what``."""
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
-        raise XfbenchError(f"{what} must be a positive int, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
-
-
-def seed_value(what: str, value: object) -> int:
-    """A seed: an integer >= 0 (NumPy's generators refuse negative ones)."""
-    if not _is_int(value) or value < 0:  # type: ignore[operator]
-        raise XfbenchError(f"{what} must be an int >= 0, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
-
-
-def number_in(what: str, value: object, low: float, high: float, low_open: bool = False, high_open: bool = False
-              ) -> float:
-    """``value`` if it is a finite number in the range, else the error naming ``what`` and the range."""
-    if not _is_number(value) or (value <= low if low_open else value < low) or (  # type: ignore[operator]
-            value >= high if high_open else value > high):  # type: ignore[operator]
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise XfbenchError(f"{what} must be a finite number in {bounds}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
-    try:
-        pair = (value, value) if _is_int(value) else tuple(value)  # type: ignore[arg-type]
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
-        raise XfbenchError(f"{what} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-# ----------------------------------------------------------------------------------------------- layers
-@dataclass(frozen=True)
-class Dense:
-    """A fully connected layer ``activation(x @ kernel + bias)``; kernel is (in, out)."""
-
-    units: int
-    activation: str = "linear"
-    init: str = "glorot_uniform"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "units", positive_int("Dense units", self.units))
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("initializer", self.init, INITIALIZERS)
-
-
-@dataclass(frozen=True)
-class Conv2D:
-    """A 2-D convolution (cross-correlation, as every framework computes it) on NHWC input; kernel is HWIO.
-
-    ``padding="same"`` follows TensorFlow's rule: the total padding is split with the extra pixel at the
-    bottom/right, which matters for stride > 1.
-    """
-
-    filters: int
-    kernel_size: int | tuple[int, int] = 3
-    strides: int | tuple[int, int] = 1
-    padding: str = "valid"
-    activation: str = "linear"
-    init: str = "glorot_uniform"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", positive_int("Conv2D filters", self.filters))
-        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D kernel_size"))
-        object.__setattr__(self, "strides", _pair(self.strides, "Conv2D strides"))
-        _choice("padding", self.padding, PADDINGS)
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("initializer", self.init, INITIALIZERS)
-
-
-@dataclass(frozen=True)
-class _Pool2D:
-    pool_size: int | tuple[int, int] = 2
-    strides: int | tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pool_size", _pair(self.pool_size, f"{type(self).__name__} pool_size"))
-        strides = self.pool_size if self.strides is None else self.strides
-        object.__setattr__(self, "strides", _pair(strides, f"{type(self).__name__} strides"))
-
-
-@dataclass(frozen=True)
-class MaxPool2D(_Pool2D):
-    """Max pooling over windows of ``pool_size`` (valid padding); ``strides`` defaults to ``pool_size``."""
-
-
-@dataclass(frozen=True)
-class AvgPool2D(_Pool2D):
-    """Average pooling over windows of ``pool_size`` (valid padding); ``strides`` defaults to ``pool_size``."""
-
-
-@dataclass(frozen=True)
-class Flatten:
-    """Flatten (H, W, C) feature maps to vectors in H, W, C order (the neutral order)."""
-
-
-@dataclass(frozen=True)
-class Activation:
-    """A standalone activation layer."""
-
-    name: str
-
-    def __post_init__(self) -> None:
-        _choice("activation", self.name, ACTIVATIONS)
-
-
-Layer = Union[Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation]
-PARAMETRIC = (Dense, Conv2D)
-
-
-# -------------------------------------------------------------------------------------------- optimizers
-@dataclass(frozen=True)
-class SGD:
-    """SGD with (heavy-ball) momentum: ``buf = momentum * buf + grad; param -= learning_rate * buf``.
-
-    This is PyTorch's and optax's formula (dampening 0, no Nesterov); Keras' ``v = m*v - lr*g`` is the same
-    for a constant learning rate.
-    """
-
-    learning_rate: float
-    momentum: float = 0.0
-
-    def __post_init__(self) -> None:
-        number_in("SGD learning_rate", self.learning_rate, 0, math.inf, low_open=True, high_open=True)
-        number_in("SGD momentum", self.momentum, 0, 1, high_open=True)
-
-
-@dataclass(frozen=True)
-class Adam:
-    """Adam with bias correction, every hyperparameter explicit.
-
-    Update at step t (from 1): ``m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-    param -= learning_rate * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + epsilon)``.
-    That is PyTorch's and optax's formula. Keras applies epsilon before the bias correction and defaults it to
-    1e-7, PyTorch and optax to 1e-8: xfbench passes the same value to every backend and uses this formula
-    everywhere.
-    """
-
-    learning_rate: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    epsilon: float = 1e-8
-
-    def __post_init__(self) -> None:
-        number_in("Adam learning_rate", self.learning_rate, 0, math.inf, low_open=True, high_open=True)
-        for name in ("beta1", "beta2"):
-            number_in(f"Adam {name}", getattr(self, name), 0, 1, high_open=True)
-        number_in("Adam epsilon", self.epsilon, 0, math.inf, low_open=True, high_open=True)
-
-
-Optimizer = Union[SGD, Adam]
+METRICS = ("accuracy", "r2", "mse", "token_accuracy", "perplexity")
+SPEC_TYPES = (*LAYER_TYPES, *OPTIMIZER_TYPES)  # the dataclasses a task is made of (tasks.serialize reads them)
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -321,20 +179,19 @@ class Task:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         object.__setattr__(self, "seed", seed_value("Task seed", self.seed))
-        _choice("loss", self.loss, LOSSES)
+        choice("loss", self.loss, LOSSES)
         for metric in self.metrics:
-            _choice("metric", metric, METRICS)
+            choice("metric", metric, METRICS)
         if not isinstance(self.optimizer, (SGD, Adam)):
-            raise XfbenchError(f"optimizer must be xfbench.tasks.SGD or Adam, got {type(self.optimizer).__name__}")
+            raise XfbenchError(f"optimizer must be xfbench.tasks.SGD, Adam or AdamW, got {type(self.optimizer).__name__}")
         if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
                                         or not math.isfinite(self.target)):
             raise XfbenchError(f"target must be a finite number (the test metric to reach) or None, got {self.target!r}")
-        if not _is_int(self.epochs) or self.epochs <= 0:
+        if not is_int(self.epochs) or self.epochs <= 0:
             raise XfbenchError(f"epochs must be a positive int, got {self.epochs!r}")
         data = self.data
-        if data.x_train.dtype != np.float32 or data.x_test.dtype != np.float32:
-            raise XfbenchError("inputs must be float32 arrays; convert with x.astype('float32')")
-        if not _is_int(self.batch_size) or not 0 < self.batch_size <= len(data.x_train):
+        self._check_inputs()
+        if not is_int(self.batch_size) or not 0 < self.batch_size <= len(data.x_train):
             raise XfbenchError(
                 f"batch_size must be an int in [1, {len(data.x_train)}] (the training set size), got {self.batch_size!r}"
             )
@@ -342,20 +199,54 @@ class Task:
         object.__setattr__(self, "shapes", infer_shapes(self.input_shape, self.layers))
         self._check_targets()
 
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are token ids (the model starts with an ``Embedding``)."""
+        return bool(self.layers) and isinstance(self.layers[0], Embedding)
+
+    def _check_inputs(self) -> None:
+        data = self.data
+        if not self.tokens:
+            if data.x_train.dtype != np.float32 or data.x_test.dtype != np.float32:
+                raise XfbenchError("inputs must be float32 arrays; convert with x.astype('float32')")
+            return
+        vocab = self.layers[0].vocab_size  # type: ignore[union-attr]
+        for name in ("x_train", "x_test"):
+            ids = getattr(data, name)
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise XfbenchError(f"a model that starts with an Embedding takes integer token ids; Dataset.{name} is "
+                                   f"{ids.dtype}")
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+                raise XfbenchError(f"token ids must be in [0, {vocab}) for Embedding(vocab_size={vocab}); "
+                                   f"Dataset.{name} holds ids from {ids.min()} to {ids.max()}")
+
     def _check_targets(self) -> None:
         out = self.shapes[-1]
-        if len(out) != 1:
-            raise XfbenchError(f"the model must end in vectors (add Flatten and Dense), its output is {out}")
+        if len(out) not in (1, 2):
+            raise XfbenchError(f"the model must end in vectors (add Flatten and Dense) or sequences of them, its output "
+                               f"is {out}")
         for y in (self.data.y_train, self.data.y_test):
             if self.loss == "softmax_cross_entropy":
-                if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-                    raise XfbenchError("softmax_cross_entropy needs integer class labels of shape (n,)")
-                if y.size and (y.min() < 0 or y.max() >= out[0]):
-                    raise XfbenchError(f"labels must be in [0, {out[0]}) for a model with {out[0]} outputs")
+                shape = "(n,)" if len(out) == 1 else f"(n, {out[0]})"
+                if y.shape[1:] != out[:-1] or not np.issubdtype(y.dtype, np.integer):
+                    raise XfbenchError(f"softmax_cross_entropy needs integer class labels of shape {shape}, got "
+                                       f"{y.dtype} {y.shape}")
+                if y.size and (y.min() < 0 or y.max() >= out[-1]):
+                    raise XfbenchError(f"labels must be in [0, {out[-1]}) for a model with {out[-1]} outputs")
             elif y.shape[1:] != out or y.dtype != np.float32:
-                raise XfbenchError(f"{self.loss} needs float32 targets of shape (n, {out[0]}), got {y.dtype} {y.shape}")
+                raise XfbenchError(f"{self.loss} needs float32 targets of shape (n, {', '.join(map(str, out))}), got "
+                                   f"{y.dtype} {y.shape}")
             elif self.loss == "sigmoid_binary_cross_entropy" and y.size and (y.min() < 0 or y.max() > 1):
                 raise XfbenchError("sigmoid_binary_cross_entropy needs targets in [0, 1] (probabilities or 0/1 labels)")
+        if any(metric in ("token_accuracy", "perplexity") for metric in self.metrics) and (
+                self.loss != "softmax_cross_entropy"):
+            raise XfbenchError("token_accuracy and perplexity are metrics of softmax_cross_entropy models")
+        if len(out) == 2 and "accuracy" in self.metrics:
+            raise XfbenchError("a model with an output per position is scored per token: use the metric "
+                               "token_accuracy, not accuracy")
+        if len(out) == 1 and "token_accuracy" in self.metrics:
+            raise XfbenchError("token_accuracy scores a model with an output per position (a sequence model); this "
+                               "one has one output per sample: use accuracy")
 
     @property
     def num_train(self) -> int:
@@ -395,69 +286,28 @@ class Task:
             >>> get_task("mlp").spec_hash == get_task("mlp").spec_hash != get_task("mlp", width=128).spec_hash
             True
         """
-        digest = hashlib.sha256(repr((self.layers, self.loss, self.optimizer, self.batch_size, self.epochs,
-                                      self.metrics, self.seed)).encode())
+        digest = hashlib.sha256(spec_repr((self.layers, self.loss, self.optimizer, self.batch_size, self.epochs,
+                                           self.metrics, self.seed)).encode())
         for array in (self.data.x_train, self.data.y_train, self.data.x_test, self.data.y_test):
             digest.update(repr((array.dtype.str, array.shape)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:16]
 
+    @functools.cached_property
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor of the model by name (parameters, then state such as running statistics, in layer order)."""
+        return tensor_specs(self.layers, self.input_shape)
+
     def param_names(self) -> list[str]:
         """Names of the trainable tensors in order, e.g. ``['0.Conv2D.kernel', '0.Conv2D.bias', ...]``."""
-        names = []
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, PARAMETRIC):
-                names += [f"{index}.{type(layer).__name__}.kernel", f"{index}.{type(layer).__name__}.bias"]
-        return names
+        return [name for name, tensor in self.tensors.items() if tensor.trainable]
+
+    def state_names(self) -> list[str]:
+        """Names of the tensors a layer updates itself (a BatchNorm's running statistics), in order."""
+        return [name for name, tensor in self.tensors.items() if not tensor.trainable]
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Output length of a conv or pool along one axis (TensorFlow's rule)."""
-    if padding == "same":
-        return math.ceil(size / stride)
-    return (size - kernel) // stride + 1
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(before, after) padding of TensorFlow's 'same' rule along one axis: the extra pixel goes after."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def infer_shapes(input_shape: tuple[int, ...], layers: Sequence[Layer]) -> tuple[tuple[int, ...], ...]:
-    """The shape (without batch) after every layer, checking that the layers fit together.
-
-    Example:
-        >>> infer_shapes((8, 8, 1), [Conv2D(4, 3), MaxPool2D(2), Flatten(), Dense(10)])
-        ((8, 8, 1), (6, 6, 4), (3, 3, 4), (36,), (10,))
-    """
-    if not layers:
-        raise XfbenchError("a task needs at least one layer")
-    if not input_shape or 0 in input_shape:
-        raise XfbenchError(f"each input sample needs a shape with no empty axis, e.g. (features,) or (height, width, "
-                           f"channels); got {tuple(input_shape)}")
-    shapes = [tuple(input_shape)]
-    for index, layer in enumerate(layers):
-        shape = shapes[-1]
-        where = f"layer {index} ({type(layer).__name__})"
-        if isinstance(layer, Dense):
-            if len(shape) != 1:
-                raise XfbenchError(f"{where} needs vectors but gets shape {shape}; put Flatten() before it")
-            shape = (layer.units,)
-        elif isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D)):
-            if len(shape) != 3:
-                raise XfbenchError(f"{where} needs (height, width, channels) inputs but gets shape {shape}")
-            kernel = layer.kernel_size if isinstance(layer, Conv2D) else layer.pool_size
-            padding = layer.padding if isinstance(layer, Conv2D) else "valid"
-            height, width = (
-                conv_output_size(shape[axis], kernel[axis], layer.strides[axis], padding) for axis in (0, 1)
-            )
-            if height <= 0 or width <= 0:
-                raise XfbenchError(f"{where} window {kernel} does not fit its input {shape[:2]}")
-            shape = (height, width, layer.filters if isinstance(layer, Conv2D) else shape[2])
-        elif isinstance(layer, Flatten):
-            shape = (int(np.prod(shape)),)
-        elif not isinstance(layer, Activation):
-            raise XfbenchError(f"{where} is not an xfbench layer; use Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation")
-        shapes.append(shape)
-    return tuple(shapes)
+__all__ = ["ACTIVATIONS", "INITIALIZERS", "LOSSES", "METRICS", "PADDINGS", "SGD", "SPEC_TYPES", "Activation", "Adam",
+           "AdamW", "AvgPool2D", "BatchNorm", "Conv2D", "Dataset", "Dense", "Embedding", "Flatten", "GlobalAvgPool2D",
+           "Layer", "LayerNorm", "MaxPool2D", "Optimizer", "PositionEmbedding", "Residual", "SelfAttention", "Task",
+           "Tensor", "WarmupCosine", "conv_output_size", "infer_shapes", "same_padding", "tensor_specs", "walk"]

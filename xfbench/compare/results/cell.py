@@ -119,10 +119,15 @@ class Memory:
 # ------------------------------------------------------------------------------------------------ parity
 @dataclass
 class TensorDiff:
-    """Relative difference in norm (‖a − b‖ / ‖b‖) and element-wise max abs difference of one tensor."""
+    """Relative difference in norm (‖a − b‖ / ‖b‖) and element-wise max abs difference of one tensor.
+
+    ``float32_rel``: the same measure of the float64 reference computed in float32 (the same formulas, float32
+    rounding): how many digits any float32 evaluation of this tensor loses. A gradient summed from terms that
+    cancel loses more; parity's limit for the tensor grows with it (``ParityOptions.float32_factor``)."""
 
     rel: float
     max_abs: float
+    float32_rel: float | None = None
 
 
 def _diffs(data: dict[str, Any]) -> dict[str, TensorDiff]:
@@ -150,14 +155,20 @@ class Parity:
     optimizer_formula: str = "spec"
     formulas: dict[str, str] = field(default_factory=dict)
     params_vs_spec_reference: dict[str, TensorDiff] = field(default_factory=dict)
-    # the weights after ``steps`` steps, from the worker to the parent's comparison between backends: kept in the
-    # partial file of a run in progress (so a resumed run judges every cell), never in a result file
+    # evaluation after ``steps`` steps (a BatchNorm on its running statistics): the outputs on the first batch
+    # against the reference's at the reference's weights, relative in norm, and the float32 reference's own distance
+    eval_after_steps_rel: float | None = None
+    eval_float32_rel: float | None = None
+    # the weights and evaluation outputs after ``steps`` steps, from the worker to the parent's comparisons: kept in
+    # the partial file of a run in progress (so a resumed run judges every cell), never in a result file
     weights_after_steps: dict[str, Any] | None = field(default=None, repr=False)
+    outputs_after_steps: list[Any] | None = field(default=None, repr=False)
 
     def to_dict(self, with_weights: bool = False) -> dict[str, Any]:
         data = asdict(self)
-        if not with_weights or self.weights_after_steps is None:
-            data.pop("weights_after_steps")
+        for raw in ("weights_after_steps", "outputs_after_steps"):
+            if not with_weights or data[raw] is None:
+                data.pop(raw)
         return data
 
     @classmethod
@@ -187,7 +198,7 @@ class EpochPoint:
 
 
 # -------------------------------------------------------------------------------------------------- cell
-QUALITY = ("accuracy", "r2")  # the metric a cell's quality is read from, first found
+QUALITY = ("accuracy", "token_accuracy", "r2")  # the metric a cell's quality is read from, first found
 
 
 def quality_metric(cell: Cell) -> str | None:
