@@ -1,9 +1,10 @@
 """Does xfbench measure the frameworks, or itself? xfbench's adapters vs hand-written native loops.
 
-Two workloads (batch 128, Adam lr 1e-3, softmax cross-entropy): an MLP 784-256-256-10 and a CNN
-conv32 3x3 -> relu -> maxpool 2 -> conv64 3x3 -> relu -> maxpool 2 -> dense 10 on 28x28x1. The native side is
-benchmarks/native/ (no xfbench code); the xfbench side is xfbench's own worker process, given the same workloads
-through the public task API and trained and timed by the same commands ``xfbench run`` sends it.
+Four workloads (softmax cross-entropy): an MLP 784-256-256-10 and a CNN conv32 3x3 -> relu -> maxpool 2 -> conv64
+3x3 -> relu -> maxpool 2 -> dense 10 on 28x28x1 (batch 128, Adam lr 1e-3), and the built-in ``transformer`` and
+``resnet`` at their default sizes (batch 32; AdamW with clipping and a warm-up-cosine schedule, and Adam). The
+native side is benchmarks/native/ (no xfbench code); the xfbench side is xfbench's own worker process, given the same
+workloads through the public task API and trained and timed by the same commands ``xfbench run`` sends it.
 
 How it is measured. For each backend, a native process and an xfbench worker are started; the native process
 builds and warms up both workloads, the worker prepares one workload at a time (build, one epoch, evaluation,
@@ -20,7 +21,7 @@ pairs, the best taken as the floor), counts each workload's FLOPs per step from 
 of that floor each backend reaches.
 
 Usage: python benchmarks/native_overhead.py [--pairs 3] [--turns 10] [--seconds 0.25] [--threads N]
-                                            [--backends ...] [--json PATH]
+                                            [--backends ...] [--workloads mlp,cnn,transformer,resnet] [--json PATH]
 The last line is ``max ratio: X.XX``.
 """
 
@@ -55,7 +56,8 @@ MODES = {
     "keras-tensorflow": ("keras_loop.py", "tensorflow"),
     "keras-torch": ("keras_loop.py", "torch"),
 }
-WORKLOADS = ("mlp", "cnn")
+WORKLOADS = ("mlp", "cnn", "transformer", "resnet")
+CLASSIC = ("mlp", "cnn")  # the default workloads (seconds per backend)
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads for every side")
     parser.add_argument("--backends", default=",".join(MODES),
                         help=f"comma-separated, from: {', '.join(MODES)} (default: all)")
+    parser.add_argument("--workloads", default=",".join(CLASSIC),
+                        help=f"comma-separated, from: {', '.join(WORKLOADS)} (default: %(default)s; the transformer "
+                             "and resnet take minutes per backend)")
     parser.add_argument("--malloc", default="steady", choices=("steady", "system"),
                         help="C allocator policy of both sides' processes, as xfbench run --malloc "
                              "(default: %(default)s)")
@@ -78,6 +83,10 @@ def parse_args() -> argparse.Namespace:
     unknown = [name for name in args.backends if name not in MODES]
     if unknown or not args.backends:
         parser.error(f"unknown backend {unknown[0] if unknown else ''!r}; choose from: {', '.join(MODES)}")
+    args.workloads = tuple(name.strip() for name in args.workloads.split(",") if name.strip())
+    unknown = [name for name in args.workloads if name not in WORKLOADS]
+    if unknown or not args.workloads:
+        parser.error(f"unknown workload {unknown[0] if unknown else ''!r}; choose from: {', '.join(WORKLOADS)}")
     for name in ("pairs", "turns"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -86,11 +95,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def workload_tasks():
-    """The two workloads as xfbench Tasks, built with the public task API (synthetic data, as the native loops)."""
+def workload_tasks(workloads: tuple[str, ...] = WORKLOADS):
+    """The workloads as xfbench Tasks, built with the public task API (synthetic data, as the native loops; the
+    transformer and resnet are the built-in tasks' models and optimizers on such data)."""
     import numpy as np
 
-    from xfbench.tasks import Adam, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task
+    from xfbench.tasks import Adam, Conv2D, Dataset, Dense, Flatten, MaxPool2D, Task, get_task
 
     rng = np.random.default_rng(1)
     num_samples = 128 * 40
@@ -102,7 +112,19 @@ def workload_tasks():
                 Flatten(), Dense(10)),
     }
     tasks = {}
-    for name in WORKLOADS:
+    for name in workloads:
+        if name in ("transformer", "resnet"):
+            builtin = get_task(name)
+            count = builtin.batch_size * 40
+            if name == "transformer":
+                x = rng.integers(0, 30, (count, 64)).astype(np.int32)
+                y = rng.integers(0, 30, (count, 64)).astype(np.int64)
+            else:
+                x = rng.standard_normal((count, 28, 28, 1), dtype=np.float32)
+                y = rng.integers(0, 10, count).astype(np.int64)
+            tasks[name] = builtin.replace(name=f"bench-{name}", data=Dataset(x, y, x[:64], y[:64]), epochs=1,
+                                          description=f"overhead workload {name}")
+            continue
         x = rng.standard_normal((num_samples, *shapes[name]), dtype=np.float32)
         y = rng.integers(0, 10, num_samples).astype(np.int64)
         data = Dataset(x, y, x[:256], y[:256])
@@ -111,7 +133,7 @@ def workload_tasks():
     return tasks
 
 
-def native_command(backend: str, threads: int, workloads: tuple[str, ...] = WORKLOADS, seconds: float = 1.5,
+def native_command(backend: str, threads: int, workloads: tuple[str, ...] = CLASSIC, seconds: float = 1.5,
                    serve: bool = False) -> list[str]:
     script, mode = MODES[backend]
     command = [sys.executable, os.path.join(HERE, "native", script), "--workload", ",".join(workloads),
@@ -160,10 +182,11 @@ class XfbenchSide:
     """The xfbench side: xfbench's own worker process (``compare.worker``, started by ``compare.executor``), trained
     and timed through the same commands ``xfbench run`` sends it."""
 
-    def __init__(self, executor: Any, backend: str, threads: int, malloc: str) -> None:
+    def __init__(self, executor: Any, backend: str, threads: int, malloc: str,
+                 workloads: tuple[str, ...] = CLASSIC) -> None:
         from xfbench.compare.platforms.job import WorkerSpec
 
-        self.tasks = workload_tasks()
+        self.tasks = workload_tasks(workloads)
         self.worker = executor.start(WorkerSpec(backend, "cpu", threads, list(self.tasks.values()), malloc))
         self.block_steps = 1
         self.ask(None, "ready")
@@ -206,7 +229,7 @@ def alternate(sides: dict[str, Callable[[], float]], turns: int) -> dict[str, li
 
 
 def take_turns(commands: dict[str, list[str]], env: dict[str, str], turns: int, seconds: float,
-               workloads: tuple[str, ...] = WORKLOADS) -> dict[str, dict[str, list[float]]]:
+               workloads: tuple[str, ...] = CLASSIC) -> dict[str, dict[str, list[float]]]:
     """Start one native serving process per side, then let the sides take ``turns`` alternating turns per workload;
     per workload, each side's turn medians in order."""
     sides = {side: Server(side, command, env) for side, command in commands.items()}
@@ -226,13 +249,14 @@ def measure_pair(backend: str, args: argparse.Namespace) -> dict[str, dict[str, 
     from xfbench.compare.platforms.allocator import worker_env
     from xfbench.compare.platforms.local import LocalExecutor
 
-    native = Server("native", native_command(backend, args.threads, serve=True), worker_env(args.malloc, os.environ))
+    native = Server("native", native_command(backend, args.threads, args.workloads, serve=True),
+                    worker_env(args.malloc, os.environ))
     try:
         with LocalExecutor() as executor:
-            ours = XfbenchSide(executor, backend, args.threads, args.malloc)
+            ours = XfbenchSide(executor, backend, args.threads, args.malloc, args.workloads)
             native.reply("ready")
             out = {}
-            for workload in WORKLOADS:
+            for workload in args.workloads:
                 ours.prepare(workload)
                 out[workload] = alternate({"native": functools.partial(native.turn, workload, args.seconds),
                                            "xfbench": functools.partial(ours.turn, args.seconds)}, args.turns)
@@ -262,7 +286,7 @@ def main() -> int:
 
     from xfbench.tasks.flops import flops_per_step
 
-    tasks = workload_tasks()
+    tasks = workload_tasks(args.workloads)
     started = time.perf_counter()
     # (backend, workload) -> one {"native": [...], "xfbench": [...]} per pair
     pairs: dict[tuple[str, str], list[dict[str, list[float]]]] = {}
@@ -275,12 +299,13 @@ def main() -> int:
             for workload, turns in measure_pair(backend, args).items():
                 pairs.setdefault((backend, workload), []).append(turns)
             print(f"pair {pair + 1}/{args.pairs} {backend}: " + ", ".join(
-                f"{w} xfbench/native {statistics.median(turn_ratios(pairs[(backend, w)][-1])):.2f}" for w in WORKLOADS)
+                f"{w} xfbench/native {statistics.median(turn_ratios(pairs[(backend, w)][-1])):.2f}"
+                for w in args.workloads)
                 + f" [{time.perf_counter() - started:.0f} s]", file=sys.stderr, flush=True)
 
     floor = max(floors)
     rows, ratios, records = [], [], []
-    for workload in WORKLOADS:
+    for workload in args.workloads:
         flops = flops_per_step(tasks[workload])
         for backend in args.backends:
             measured = pairs[(backend, workload)]
@@ -299,7 +324,7 @@ def main() -> int:
                             "flops_per_step": flops, "floor_fraction": fraction})
     print(tabulate(rows, headers=["workload", "backend", "native ms", "xfbench ms", "ratio", "ratio IQR",
                                   "per pair", "MFLOP/step", "of floor"], disable_numparse=True) + "\n")
-    for workload in WORKLOADS:
+    for workload in args.workloads:
         best = min((record for record in records if record["workload"] == workload), key=lambda r: r["xfbench_ms"])
         print(f"fastest on {workload}: {best['backend']}, {best['xfbench_ms']:.3g} ms/step = "
               f"{best['floor_fraction']:.0%} of this machine's float32 matmul floor")

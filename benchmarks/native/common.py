@@ -30,6 +30,41 @@ N_SAMPLES = BATCH * BATCHES_PER_EPOCH
 N_CLASSES = 10
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
+# The two modern workloads, the built-in ``transformer`` and ``resnet`` tasks at their default sizes (their weights
+# start from each framework's own initializers: the time of a step does not depend on the values).
+WORKLOADS = ("mlp", "cnn", "transformer", "resnet")
+BATCHES = {"mlp": 128, "cnn": 128, "transformer": 32, "resnet": 32}
+# transformer: characters in, 2 pre-norm blocks of causal 4-head self-attention and a GELU (tanh) MLP of 4x the
+# width, learned positions; AdamW (decoupled decay) with global-norm clipping and a linear warm-up then cosine
+VOCAB, SEQ, WIDTH, HEADS, BLOCKS, MLP_RATIO = 30, 64, 128, 4, 2, 4
+ADAMW = {"lr": 3e-3, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.01, "clip": 1.0}
+WARMUP, TOTAL, FINAL = 15, 156, 0.1
+# resnet: 28x28x1 digits' shape; conv-BN-relu stem, a residual block, 2x2 max pool, a residual block of twice the
+# filters with a 1x1 projection, global average pool, dense 10; Adam 2e-3; BatchNorm momentum 0.1 (PyTorch's sense)
+FILTERS, RESNET_LR, BN_MOMENTUM, BN_EPS = 16, 2e-3, 0.1, 1e-5
+
+
+def batch_size(workload: str) -> int:
+    return BATCHES[workload]
+
+
+def n_samples(workload: str) -> int:
+    return BATCHES[workload] * BATCHES_PER_EPOCH
+
+
+def schedule_factor(step: float, xp: Any = math) -> Any:
+    """The learning-rate factor of update ``step`` (from 1): linear warm-up over WARMUP updates, then a cosine down
+    to FINAL at TOTAL (the built-in transformer's schedule), in an array library ``xp`` with ``minimum``,
+    ``maximum`` and ``cos``."""
+    if xp is math:
+        xp = np  # plain numbers: NumPy's minimum, maximum and cos
+    rising = xp.minimum(step / WARMUP, 1.0)
+    progress = xp.minimum(xp.maximum(step - WARMUP, 0.0) / (TOTAL - WARMUP), 1.0)
+    after = xp.minimum(xp.maximum(step - WARMUP, 0.0), 1.0)
+    falling = FINAL + (1 - FINAL) * 0.5 * (1 + xp.cos(math.pi * progress))
+    factor = rising * (1 - after) + falling * after
+    return float(factor) if isinstance(factor, np.generic) else factor
+
 # name -> shape, in canonical (TF/JAX) layout, in forward order.
 PARAM_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
     "mlp": {
@@ -54,9 +89,10 @@ INPUT_SHAPE = {"mlp": (784,), "cnn": (28, 28, 1)}
 
 def _workloads(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
-    bad = [name for name in names if name not in PARAM_SHAPES]
+    bad = [name for name in names if name not in WORKLOADS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown workload {value!r}; choose mlp, cnn or mlp,cnn")
+        raise argparse.ArgumentTypeError(f"unknown workload {value!r}; choose from {', '.join(WORKLOADS)} "
+                                         "(comma-separated)")
     return names
 
 
@@ -64,7 +100,8 @@ def parse_args(framework: str) -> argparse.Namespace:
     """Parse the common command line; `--mode` is only meaningful for TF."""
     p = argparse.ArgumentParser(description=f"native {framework} training loop benchmark")
     p.add_argument("--workload", required=True, type=_workloads,
-                   help="mlp, cnn, or both as mlp,cnn (one JSON line each, one framework import)")
+                   help=f"one or more of {', '.join(WORKLOADS)}, comma-separated (one JSON line each, one framework "
+                        "import)")
     p.add_argument("--mode", choices=("graph", "eager", "xla", "jit", "compile", "jax", "tensorflow", "torch"),
                    default="graph", help="tf: graph, eager or xla; torch: eager or compile; keras: its backend")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -120,16 +157,21 @@ def make_params(workload: str, seed: int) -> dict[str, np.ndarray]:
 
 
 def make_data(workload: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic inputs (N, *INPUT_SHAPE) float32 and int32 labels in [0, 10)."""
+    """Synthetic inputs and int32 labels: (N, *INPUT_SHAPE) float32 and labels in [0, 10); for the transformer,
+    (N, SEQ) character ids and (N, SEQ) next characters in [0, VOCAB)."""
     rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((N_SAMPLES, *INPUT_SHAPE[workload]), dtype=np.float32)
-    y = rng.integers(0, N_CLASSES, N_SAMPLES, dtype=np.int32)
+    n = n_samples(workload)
+    if workload == "transformer":
+        return (rng.integers(0, VOCAB, (n, SEQ), dtype=np.int32), rng.integers(0, VOCAB, (n, SEQ), dtype=np.int32))
+    shape = (28, 28, 1) if workload == "resnet" else INPUT_SHAPE[workload]
+    x = rng.standard_normal((n, *shape), dtype=np.float32)
+    y = rng.integers(0, N_CLASSES, n, dtype=np.int32)
     return x, y
 
 
-def epoch_permutation(seed: int, epoch: int = 0) -> np.ndarray:
-    """Sample order for one epoch (int64 indices into the N samples)."""
-    return np.random.default_rng((seed, epoch)).permutation(N_SAMPLES)
+def epoch_permutation(seed: int, epoch: int = 0, workload: str = "mlp") -> np.ndarray:
+    """Sample order for one epoch (int64 indices into the workload's N samples)."""
+    return np.random.default_rng((seed, epoch)).permutation(n_samples(workload))
 
 
 class BlockTimer:
