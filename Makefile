@@ -40,16 +40,17 @@ screenshot: $(STAMP)
 list: $(STAMP)
 	$(BIN)/xfbench list
 
-# Test tiers (tests/conftest.py marks each test by what it needs). make test runs all of them in two passes: the
-# unit tests and the fake-backend processes two at a time (pytest-xdist), then everything that imports a real
-# framework, starts a cluster, a browser, a kernel or virtual environments, or measures time, one at a time.
-HEAVY := frameworks or cluster or browser or notebook or venvs or serial
-FAST := not (frameworks or processes or cluster or browser or notebook or venvs)
+# Test tiers (tests/conftest.py marks each test by what it needs). make test runs all of them in two passes: every
+# test whose assertions do not rest on measured time, two at a time (pytest-xdist: the unit tests, the fake-backend
+# processes, the real frameworks, the browser, the notebook), then the gate's timing verdicts and the Ray clusters,
+# one at a time.
+SERIAL := cluster or serial
+FAST := not (frameworks or processes or cluster or browser or notebook or venvs or serial)
 
 test: $(STAMP)
 	$(BIN)/ruff check xfbench tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --durations=15 -m "not ($(HEAVY))" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -q --durations=30 -m "$(HEAVY)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --durations=30 -m "not ($(SERIAL))" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "$(SERIAL)" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  # the edit loop: no framework, no process (checked), well under a minute
 	$(BIN)/ruff check xfbench tests benchmarks
