@@ -365,7 +365,7 @@ def test_run_save_appends_the_run_with_its_provenance(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "xfbench.cli", "run", "--tasks", "regression", "--backends", "fake-ref",
                "--epochs", "1", "--rounds", "2", "--processes", "1", "--save", "--store", str(store), "--quiet"]
     for _ in range(2):
-        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         assert f"in {store}" in done.stderr
     with Store(str(store)) as saved:

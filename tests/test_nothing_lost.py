@@ -30,8 +30,11 @@ from xfbench.reports import plots
 QUICK = TimingOptions.quick(rounds=3, processes=1)
 
 
-def xfbench_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xfbench", *args], cwd=REPO, capture_output=True, text=True,
+def xfbench_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+                cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``xfbench ARGS`` in a process; a test whose run keeps its result in the working folder passes its tmp_path."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "xfbench", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -216,12 +219,13 @@ def test_an_unwritable_report_after_the_run_keeps_the_result(fakes, tmp_path: Pa
     result is kept even without --json."""
     md, html = "/proc/xfbench-not-creatable/summary.md", tmp_path / "report.html"
     done = xfbench_cli("run", "--tasks", "regression", "--backends", "fake-ref", "--epochs", "1", "--rounds", "2",
-                       "--processes", "1", "--threads", "1", "--md", md, "--html", str(html))
+                       "--processes", "1", "--threads", "1", "--md", md, "--html", str(html), cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "regression on cpu" in done.stdout  # the table, printed first
     assert f"xfbench: error: cannot write the md report {md!r}" in done.stderr
     assert html.exists()
     kept = done.stderr.split("the result is kept in ", 1)[1].split()[0]
+    assert Path(kept).parent == tmp_path  # the working folder
     assert Result.load(kept).cells[0].ok
 
 
