@@ -142,9 +142,10 @@ def xfbench_rows(task: Task, steps: int, tmp: Path, timeout: float) -> list[Row]
         head = summary(cell.parity)
         between = [(diff.rel, name) for diffs in cell.parity.params_vs_backends.values() for name, diff in diffs.items()]
         rows.append(Row("xfbench", cell.backend, head["forward_max_abs"], head["forward_rel"],
-                        head["params_vs_backends_rel"], head["params_vs_backends_max_abs"], max(between, default=(0, ""))[1],
-                        note="passed" if cell.parity.passed else "FAILED tolerance",
-                        params_vs_reference=head.get("params_vs_reference_rel")))
+                        head["params_vs_backends_rel"], head["params_vs_backends_max_abs"],
+                        params_vs_reference=head.get("params_vs_reference_rel"),
+                        worst_tensor=max(between, default=(0, ""))[1],
+                        note="passed" if cell.parity.passed else "FAILED tolerance"))
     return rows
 
 
