@@ -134,10 +134,11 @@ def judge(result: Result, tasks: dict[str, Task], options: ParityOptions) -> Non
         for formula in wanted:
             refs[formula], refs32[formula] = reference_steps(task, options, formula)
         x = task.data.x_train[task.epoch_order(0)[0]]
-        evals = {formula: (reference.forward(task, refs[formula], x),
-                           max(relative(reference.forward(task, r32, x, dtype=np.float32),
-                                        reference.forward(task, refs[formula], x)) for r32 in refs32[formula]))
-                 for formula in wanted}
+        evals = {}  # formula -> (the float64 reference's evaluation outputs, the float32 references' worst distance)
+        for formula in wanted:
+            out64 = reference.forward(task, refs[formula], x)
+            evals[formula] = (out64, max(relative(reference.forward(task, r32, x, dtype=np.float32), out64)
+                                         for r32 in refs32[formula]))
         params, outputs = {}, {}
         for cell in cells:
             assert cell.parity is not None and cell.parity.weights_after_steps is not None
