@@ -210,6 +210,14 @@ class BlockTimer:
         return self.block(self.k) / self.k * 1e3
 
 
+def epoch_batches(workload: str, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The first epoch's batches ``(xs, ys)`` as NumPy arrays, in training order (for a loop that puts each on
+    the device as it is)."""
+    x, y = make_data(workload, seed)
+    perm = epoch_permutation(seed, workload=workload)
+    return np.split(x[perm], BATCHES_PER_EPOCH), np.split(y[perm], BATCHES_PER_EPOCH)
+
+
 def time_steps(step: Callable[[int], Any], sync: Callable[[Any], Any], seconds: float, *, min_blocks: int = 10
                ) -> dict[str, Any]:
     """The shared one-shot timing protocol: first step apart, warm-up, then calibrated blocks for `seconds`."""

@@ -55,7 +55,6 @@ def forward(workload: str, p: dict[str, Any], x: Any, pool: str) -> Any:
 
 def modern_params(workload: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Initial parameters and model state (BatchNorm's running statistics) of the transformer or the ResNet."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
 
@@ -182,10 +181,8 @@ def build_modern(workload: str, seed: int) -> tuple[Callable, Callable]:
     model_state = {k: jnp.asarray(value) for k, value in model_state.items()}
     state = [params, model_state, (jnp.zeros((), jnp.float32), tree_map(jnp.zeros_like, params),
                                    tree_map(jnp.zeros_like, params))]
-    x_np, y_np = common.make_data(workload, seed)
-    perm = common.epoch_permutation(seed, workload=workload)
-    xs = [jax.device_put(x) for x in np.split(x_np[perm], common.BATCHES_PER_EPOCH)]
-    ys = [jax.device_put(y) for y in np.split(y_np[perm], common.BATCHES_PER_EPOCH)]
+    x_batches, y_batches = common.epoch_batches(workload, seed)
+    xs, ys = [jax.device_put(x) for x in x_batches], [jax.device_put(y) for y in y_batches]
     n = len(xs)
 
     def step(i: int) -> Any:

@@ -156,10 +156,8 @@ def build_modern(workload: str, mode: str, seed: int, jit_compile: bool | None =
         return loss
 
     run = tf.function(train_step, jit_compile=jit_compile) if mode == "graph" else train_step
-    x_np, y_np = common.make_data(workload, seed)
-    perm = common.epoch_permutation(seed, workload=workload)
-    xs = [tf.constant(x) for x in np.split(x_np[perm], common.BATCHES_PER_EPOCH)]
-    ys = [tf.constant(y) for y in np.split(y_np[perm], common.BATCHES_PER_EPOCH)]
+    x_batches, y_batches = common.epoch_batches(workload, seed)
+    xs, ys = [tf.constant(x) for x in x_batches], [tf.constant(y) for y in y_batches]
     n = len(xs)
 
     def step(i: int) -> Any:
