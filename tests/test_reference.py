@@ -154,6 +154,20 @@ GRADIENT_CASES = {
 }
 
 
+def central_difference(task, weights: dict[str, np.ndarray], name: str, x: np.ndarray, y: np.ndarray,
+                       h: float) -> np.ndarray:
+    """The gradient of the reference's loss with respect to tensor ``name``, by central differences of step ``h``."""
+    w = weights[name]
+    numeric = np.zeros_like(w)
+    for index in np.ndindex(w.shape):
+        plus, minus = dict(weights), dict(weights)
+        plus[name], minus[name] = w.copy(), w.copy()
+        plus[name][index] += h
+        minus[name][index] -= h
+        numeric[index] = (ref.loss(task, plus, x, y) - ref.loss(task, minus, x, y)) / (2 * h)
+    return numeric
+
+
 @pytest.mark.parametrize("case", sorted(GRADIENT_CASES))
 def test_gradients_match_central_finite_differences(case):
     input_shape, layers, loss = GRADIENT_CASES[case]
@@ -166,13 +180,7 @@ def test_gradients_match_central_finite_differences(case):
     h = 1e-6
     for name, w in weights.items():
         assert grads[name].shape == w.shape and grads[name].dtype == np.float64
-        numeric = np.zeros_like(w)
-        for index in np.ndindex(w.shape):
-            plus, minus = dict(weights), dict(weights)
-            plus[name], minus[name] = w.copy(), w.copy()
-            plus[name][index] += h
-            minus[name][index] -= h
-            numeric[index] = (ref.loss(task, plus, x, y) - ref.loss(task, minus, x, y)) / (2 * h)
+        numeric = central_difference(task, weights, name, x, y, h)
         assert np.abs(numeric).max() > 1e-4, f"{name}: the gradient is trivially zero, the check is vacuous"
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
 
