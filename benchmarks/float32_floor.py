@@ -36,6 +36,7 @@ import inspect
 
 from xfbench.compare.stats.parity import ParityOptions, reference_steps, relative
 from xfbench.compare.sweep import parse_fixed
+from xfbench.errors import XfbenchError
 from xfbench.tasks import BUILTIN_TASKS, SGD, get_task, initial_weights, reference, task_names
 
 
@@ -66,7 +67,14 @@ def main() -> int:
         parser.error(f"unknown task {unknown[0] if unknown else ''!r}; choose from: {', '.join(task_names())}")
     if args.steps < 1 or args.orders < 1:
         parser.error("--steps and --orders must be at least 1")
-    fixed = {key: number(value) for key, value in parse_fixed(args.set).items()}
+    try:
+        fixed = {key: number(value) for key, value in parse_fixed(args.set).items()}
+    except XfbenchError as error:
+        parser.error(str(error))
+    takes_any = {key for name in names for key in inspect.signature(BUILTIN_TASKS[name]).parameters}
+    unknown_keys = sorted(set(fixed) - takes_any)
+    if unknown_keys:
+        parser.error(f"--set {unknown_keys[0]}: no chosen task takes it; choose from: {', '.join(sorted(takes_any))}")
     rows, started = [], time.perf_counter()
     for name in names:
         takes = inspect.signature(BUILTIN_TASKS[name]).parameters
